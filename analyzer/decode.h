@@ -1,0 +1,73 @@
+/*
+ * decode: reads a trace file as untrusted input and delivers its content in event order.
+ *
+ * The file is decompressed as a stream (memory does not grow with the file's length). Chunks of
+ * different threads arrive out of order; events are held until a SYNC record says that no
+ * earlier event can follow, then delivered sorted by stamp, so that a free in one thread always
+ * comes before the allocation in another thread that reused the block.
+ */
+#ifndef AP_DECODE_H
+#define AP_DECODE_H
+
+#include "allocprof/trace.h"
+#include "symbols.h"
+#include "util.h"
+
+typedef struct ap_header {
+	uint64_t pid, ppid, start_realtime_ns, start_stamp, start_monotonic_ns;
+	uint32_t clock, max_depth, flags;
+	uint64_t sample_bytes, seed, page_size;
+	const char *exe, *hostname;
+	const char *const *argv;
+	size_t argc;
+} ap_header;
+
+typedef struct ap_event {
+	uint64_t stamp;
+	uint64_t addr;
+	uint64_t size;     /* ALLOC */
+	uint32_t stack;    /* ALLOC */
+	uint32_t tid;
+	uint8_t kind;      /* enum ap_event */
+	uint8_t api;       /* enum ap_api */
+	uint64_t lost_allocs, lost_frees; /* LOST */
+} ap_event;
+
+typedef struct ap_stack_rec {
+	uint32_t id, generation, flags, nframes;
+	const uint64_t *frames; /* return addresses, innermost first */
+} ap_stack_rec;
+
+/* What the trace says about its end. */
+typedef struct ap_trace_end {
+	bool has_end, has_exit;
+	uint64_t end_stamp, end_monotonic_ns;
+	uint32_t exit_how, exit_status;
+	uint64_t counters[AP_CNT__COUNT];
+	size_t ncounters;
+} ap_trace_end;
+
+/* Callbacks; any may be NULL. Pointers passed are valid only during the call. */
+typedef struct ap_reader_ops {
+	void *ctx;
+	void (*header)(void *ctx, const ap_header *h);
+	void (*module)(void *ctx, const ap_module_desc *m);
+	void (*unload)(void *ctx, uint32_t module_id, uint32_t new_generation);
+	void (*stack)(void *ctx, const ap_stack_rec *s);
+	void (*event)(void *ctx, const ap_event *e);
+	void (*clock)(void *ctx, uint64_t stamp, uint64_t monotonic_ns);
+} ap_reader_ops;
+
+typedef struct ap_read_result {
+	char error[512];     /* set when the return value is negative */
+	bool truncated;      /* the file ends inside a frame or a record */
+	uint64_t events, records, late_events, bytes_in, bytes_out;
+	ap_trace_end end;
+} ap_read_result;
+
+/* Reads the whole trace at path. Returns 0 with everything delivered (res->truncated says
+ * whether it stopped at a cut), or a negated enum ap_error with res->error set to one line that
+ * names the file. */
+int ap_read_trace(const char *path, const ap_reader_ops *ops, ap_read_result *res);
+
+#endif

@@ -1,0 +1,372 @@
+/*
+ * profile.c: replay of a trace into per-stack figures.
+ *
+ * Semantics (the README states them for users):
+ *  - bytes are the requested size (calloc: n*size);
+ *  - realloc(p, n) is a free of p and an allocation of n at the realloc's call site;
+ *  - inuse means allocated and not freed by the end of the trace;
+ *  - a free of an address the trace never saw allocated (allocated before the shim was active,
+ *    or by a call the shim could not record) is counted apart, never subtracted from a site.
+ */
+#include "profile.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const ap_metric_names[AP_M__COUNT] = {"alloc_objects", "alloc_space", "inuse_objects",
+                                                  "inuse_space"};
+
+int ap_metric_parse(const char *name)
+{
+	for (int i = 0; i < AP_M__COUNT; i++)
+		if (!strcmp(name, ap_metric_names[i]))
+			return i;
+	return -1;
+}
+
+/* ---- replay ----------------------------------------------------------------------------------------- */
+
+static ap_site *site(ap_profile *p, uint32_t id)
+{
+	while (p->sites.n <= id) {
+		ap_site s = {0};
+		AP_VEC_PUSH(p->sites, s);
+	}
+	return &p->sites.v[id];
+}
+
+static uint32_t block_new(ap_profile *p, uint64_t size, uint32_t site_id)
+{
+	uint32_t i = p->free_block;
+	if (i) {
+		p->free_block = p->blocks.v[i].next_free;
+	} else {
+		if (!p->blocks.n) {
+			struct ap_live zero = {0};
+			AP_VEC_PUSH(p->blocks, zero); /* index 0 means "none" */
+		}
+		struct ap_live b = {0};
+		AP_VEC_PUSH(p->blocks, b);
+		i = (uint32_t)(p->blocks.n - 1);
+	}
+	p->blocks.v[i].size = size;
+	p->blocks.v[i].site = site_id;
+	return i;
+}
+
+static void block_release(ap_profile *p, uint32_t i)
+{
+	p->blocks.v[i].next_free = p->free_block;
+	p->free_block = i;
+}
+
+/* Takes the block at addr off the live set and off its site's inuse figures; 0 if unknown. */
+static uint32_t take_live(ap_profile *p, uint64_t addr)
+{
+	uint64_t bi;
+	if (!ap_map_del(&p->live, addr + 1, &bi)) /* +1: address 0 is a valid key */
+		return 0;
+	struct ap_live *b = &p->blocks.v[bi];
+	ap_site *s = &p->sites.v[b->site];
+	s->v[AP_M_INUSE_OBJECTS] -= 1;
+	s->v[AP_M_INUSE_SPACE] -= (double)b->size;
+	return (uint32_t)bi;
+}
+
+static void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
+{
+	bool added;
+	uint64_t *slot = ap_map_put(&p->live, addr + 1, &added);
+	if (!added) {
+		/* A block allocated twice without a free between: its free was not recorded. Drop
+		 * the older one from inuse, and count the anomaly. */
+		p->double_allocs++;
+		struct ap_live *old = &p->blocks.v[*slot];
+		ap_site *os = &p->sites.v[old->site];
+		os->v[AP_M_INUSE_OBJECTS] -= 1;
+		os->v[AP_M_INUSE_SPACE] -= (double)old->size;
+		block_release(p, (uint32_t)*slot);
+	}
+	*slot = bi;
+	struct ap_live *b = &p->blocks.v[bi];
+	ap_site *s = &p->sites.v[b->site];
+	s->v[AP_M_INUSE_OBJECTS] += 1;
+	s->v[AP_M_INUSE_SPACE] += (double)b->size;
+}
+
+static void on_event(void *ctx, const ap_event *e)
+{
+	ap_profile *p = ctx;
+	if (!p->events++)
+		p->first_stamp = e->stamp;
+	p->last_stamp = e->stamp;
+	switch (e->kind) {
+	case AP_EV_ALLOC: {
+		ap_site *s = site(p, e->stack);
+		s->v[AP_M_ALLOC_OBJECTS] += 1;
+		s->v[AP_M_ALLOC_SPACE] += (double)e->size;
+		put_live(p, e->addr, block_new(p, e->size, e->stack));
+		break;
+	}
+	case AP_EV_FREE: {
+		uint32_t bi = take_live(p, e->addr);
+		if (!bi) {
+			p->unknown_frees++;
+			break;
+		}
+		if (e->api == AP_API_REALLOC || e->api == AP_API_REALLOCARRAY) {
+			/* Kept until this thread's next free of a realloc, in case the realloc failed
+			 * and an UNFREE brings the block back. */
+			bool added;
+			uint64_t *held = ap_map_put(&p->last_free, (uint64_t)e->tid + 1, &added);
+			if (!added && *held)
+				block_release(p, (uint32_t)*held);
+			*held = bi;
+			break;
+		}
+		block_release(p, bi);
+		break;
+	}
+	case AP_EV_UNFREE: {
+		uint64_t *held = ap_map_get(&p->last_free, (uint64_t)e->tid + 1);
+		if (held && *held) {
+			put_live(p, e->addr, (uint32_t)*held);
+			*held = 0;
+		}
+		break;
+	}
+	case AP_EV_LOST:
+		p->lost_allocs += e->lost_allocs;
+		p->lost_frees += e->lost_frees;
+		break;
+	}
+}
+
+static void on_header(void *ctx, const ap_header *h)
+{
+	ap_profile *p = ctx;
+	if (p->have_header)
+		return;
+	p->have_header = true;
+	p->exe = ap_xstrdup(h->exe);
+	p->argc = h->argc;
+	p->argv = ap_xcalloc(h->argc + 1, sizeof(*p->argv));
+	for (size_t i = 0; i < h->argc; i++)
+		p->argv[i] = ap_xstrdup(h->argv[i]);
+	p->pid = h->pid;
+	p->start_realtime_ns = h->start_realtime_ns;
+	p->start_monotonic_ns = h->start_monotonic_ns;
+	p->sample_bytes = h->sample_bytes;
+	p->clock = h->clock;
+	struct ap_clockpt c = {h->start_stamp, h->start_monotonic_ns};
+	AP_VEC_PUSH(p->clock_pts, c);
+}
+
+static void on_module(void *ctx, const ap_module_desc *m)
+{
+	ap_profile *p = ctx;
+	ap_symbols_add_module(p->syms, m);
+}
+
+static void on_unload(void *ctx, uint32_t id, uint32_t gen)
+{
+	ap_profile *p = ctx;
+	ap_symbols_unload(p->syms, id, gen);
+}
+
+static void on_stack(void *ctx, const ap_stack_rec *r)
+{
+	ap_profile *p = ctx;
+	ap_site *s = site(p, r->id);
+	if (s->frames)
+		return; /* defined twice: keep the first */
+	s->generation = r->generation;
+	s->flags = r->flags;
+	s->nframes = r->nframes;
+	s->frames = ap_xmalloc((r->nframes ? r->nframes : 1) * sizeof(*s->frames));
+	memcpy(s->frames, r->frames, r->nframes * sizeof(*s->frames));
+}
+
+static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
+{
+	ap_profile *p = ctx;
+	if (p->clock_pts.n && stamp <= p->clock_pts.v[p->clock_pts.n - 1].stamp)
+		return;
+	struct ap_clockpt c = {stamp, ns};
+	AP_VEC_PUSH(p->clock_pts, c);
+}
+
+static void sym_warn(void *ctx, const char *msg)
+{
+	(void)ctx;
+	fprintf(stderr, "allocprof: %s\n", msg);
+}
+
+int ap_profile_load(ap_profile *p, const char *path)
+{
+	memset(p, 0, sizeof(*p));
+	p->path = path;
+	p->syms = ap_symbols_new(sym_warn, p);
+	site(p, 0);
+	ap_reader_ops ops = {
+		.ctx = p,
+		.header = on_header,
+		.module = on_module,
+		.unload = on_unload,
+		.stack = on_stack,
+		.event = on_event,
+		.clock = on_clock,
+	};
+	int err = ap_read_trace(path, &ops, &p->rr);
+	if (err) {
+		fprintf(stderr, "allocprof: %s\n", p->rr.error);
+		return err;
+	}
+	if (!p->have_header) {
+		fprintf(stderr, "allocprof: %s: not an allocprof trace (no header)\n", path);
+		return -AP_E_CORRUPT;
+	}
+	if (p->rr.truncated)
+		ap_warn("%s: warning: the trace is truncated (the program was killed, or the file was cut); "
+		        "figures are those up to the cut",
+		        path);
+	else if (!p->rr.end.has_end)
+		ap_warn("%s: warning: the trace has no end record (the program did not exit normally); "
+		        "figures are those up to its last write",
+		        path);
+	if (p->lost_allocs || p->lost_frees)
+		ap_warn("%s: warning: %llu allocations and %llu frees made from signal handlers inside the "
+		        "allocator could not be recorded",
+		        path, (unsigned long long)p->lost_allocs, (unsigned long long)p->lost_frees);
+	uint64_t undefined = 0;
+	for (size_t i = 1; i < p->sites.n; i++)
+		if (!p->sites.v[i].frames && p->sites.v[i].v[AP_M_ALLOC_OBJECTS] > 0)
+			undefined++;
+	if (undefined)
+		ap_warn("%s: warning: %llu stacks are used but never defined (corrupt trace?); shown as "
+		        "[unknown stack]",
+		        path, (unsigned long long)undefined);
+	return 0;
+}
+
+void ap_profile_free(ap_profile *p)
+{
+	for (size_t i = 0; i < p->sites.n; i++)
+		free(p->sites.v[i].frames);
+	AP_VEC_FREE(p->sites);
+	AP_VEC_FREE(p->blocks);
+	AP_VEC_FREE(p->clock_pts);
+	ap_map_free(&p->live);
+	ap_map_free(&p->last_free);
+	for (size_t i = 0; i < p->argc; i++)
+		free(p->argv[i]);
+	free(p->argv);
+	free(p->exe);
+	ap_symbols_free(p->syms);
+}
+
+double ap_profile_seconds(const ap_profile *p, uint64_t stamp)
+{
+	size_t n = p->clock_pts.n;
+	if (!n)
+		return 0;
+	const struct ap_clockpt *c = p->clock_pts.v;
+	size_t i = 1;
+	while (i < n - 1 && c[i].stamp < stamp)
+		i++;
+	double ns;
+	if (n == 1 || c[i].stamp == c[i - 1].stamp)
+		ns = (double)c[0].ns;
+	else
+		ns = (double)c[i - 1].ns + ((double)stamp - (double)c[i - 1].stamp) *
+		                               ((double)c[i].ns - (double)c[i - 1].ns) /
+		                               ((double)c[i].stamp - (double)c[i - 1].stamp);
+	return (ns - (double)p->start_monotonic_ns) / 1e9;
+}
+
+/* ---- frames ------------------------------------------------------------------------------------------- */
+
+/* The allocator's own machinery: a site's flat figure should mean "this function called the
+ * allocator", so these frames are dropped from the innermost end of every stack. */
+static const char *const default_hide[] = {
+	"malloc", "calloc", "realloc", "free", "reallocarray", "posix_memalign", "aligned_alloc",
+	"memalign", "valloc", "pvalloc", "__libc_.*", "_?_?GI_.*",
+	"operator new.*", "operator delete.*", "__gnu_cxx::new_allocator<.*>::allocate.*",
+	"std::__new_allocator<.*>::allocate.*", "std::allocator<.*>::allocate.*",
+	"std::allocator_traits<.*>::allocate.*",
+	"__rust_alloc.*", "__rdl_alloc.*", "__rust_realloc", "alloc::alloc::.*",
+	"strdup", "strndup", "__strdup", "__strndup", "wcsdup",
+};
+
+static regex_t hide_re;
+static bool hide_ready;
+static AP_VEC(char *) hide_extra;
+
+void ap_profile_hide_add(const char *regex)
+{
+	AP_VEC_PUSH(hide_extra, ap_xstrdup(regex));
+	if (hide_ready) {
+		regfree(&hide_re);
+		hide_ready = false;
+	}
+}
+
+static void hide_compile(void)
+{
+	size_t len = 16;
+	for (size_t i = 0; i < sizeof(default_hide) / sizeof(*default_hide); i++)
+		len += strlen(default_hide[i]) + 1;
+	for (size_t i = 0; i < hide_extra.n; i++)
+		len += strlen(hide_extra.v[i]) + 3;
+	char *re = ap_xmalloc(len), *q = re;
+	q += sprintf(q, "^(");
+	for (size_t i = 0; i < sizeof(default_hide) / sizeof(*default_hide); i++)
+		q += sprintf(q, "%s%s", i ? "|" : "", default_hide[i]);
+	for (size_t i = 0; i < hide_extra.n; i++)
+		q += sprintf(q, "|(%s)", hide_extra.v[i]);
+	sprintf(q, ")$");
+	if (regcomp(&hide_re, re, REG_EXTENDED | REG_NOSUB)) {
+		ap_warn("invalid --hide expression; using the default hide list");
+		regcomp(&hide_re, "^$", REG_EXTENDED | REG_NOSUB);
+	}
+	free(re);
+	hide_ready = true;
+}
+
+static bool hidden(const ap_symframe *f)
+{
+	if (!hide_ready)
+		hide_compile();
+	return f->resolved && regexec(&hide_re, f->function, 0, NULL, 0) == 0;
+}
+
+static const ap_symframe unknown_stack = {.function = "[unknown stack]"};
+static const ap_symframe no_stack = {.function = "[no stack]"};
+
+size_t ap_profile_site_frames(ap_profile *p, uint32_t id, bool show_allocator, ap_frame_vec *out)
+{
+	out->n = 0;
+	ap_site *s = &p->sites.v[id];
+	if (!id || !s->frames) {
+		AP_VEC_PUSH(*out, id ? &unknown_stack : &no_stack);
+		return out->n;
+	}
+	for (uint32_t i = 0; i < s->nframes; i++) {
+		const ap_symframe *f;
+		size_t n = ap_symbols_resolve(p->syms, s->generation, s->frames[i], &f);
+		for (size_t j = 0; j < n; j++)
+			AP_VEC_PUSH(*out, &f[j]);
+	}
+	if (!show_allocator) {
+		size_t skip = 0;
+		while (skip < out->n && hidden(out->v[skip]))
+			skip++;
+		if (skip < out->n && skip) {
+			memmove(out->v, out->v + skip, (out->n - skip) * sizeof(*out->v));
+			out->n -= skip;
+		}
+	}
+	return out->n;
+}

@@ -1,0 +1,73 @@
+/*
+ * util.h: the analyzer's small shared pieces: checked allocation, growable arrays, a u64 hash
+ * map, and the error codes every reader function returns.
+ */
+#ifndef AP_UTIL_H
+#define AP_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Error codes: functions return 0 (or a count) on success, one of these negated on failure. */
+enum ap_error {
+	AP_E_IO = 1,        /* the file could not be opened or read (errno in the message) */
+	AP_E_EMPTY = 2,     /* the file is empty */
+	AP_E_BADMAGIC = 3,  /* not an allocprof trace */
+	AP_E_VERSION = 4,   /* written by a newer allocprof */
+	AP_E_CORRUPT = 5,   /* malformed content */
+	AP_E_NOMEM = 6,
+	AP_E_USAGE = 7,
+};
+
+/* Allocation that cannot fail: the analyzer prints a message and exits 2 when memory runs out. */
+void *ap_xmalloc(size_t n);
+void *ap_xcalloc(size_t n, size_t size);
+void *ap_xrealloc(void *p, size_t n);
+char *ap_xstrdup(const char *s);
+
+/* Growable array of T: struct { T *v; size_t n, cap; }. */
+#define AP_VEC(T)                                                                                  \
+	struct {                                                                                   \
+		T *v;                                                                              \
+		size_t n, cap;                                                                     \
+	}
+#define AP_VEC_PUSH(vec, x)                                                                        \
+	do {                                                                                       \
+		if ((vec).n == (vec).cap) {                                                        \
+			(vec).cap = (vec).cap ? (vec).cap * 2 : 16;                                \
+			(vec).v = ap_xrealloc((vec).v, (vec).cap * sizeof(*(vec).v));               \
+		}                                                                                  \
+		(vec).v[(vec).n++] = (x);                                                          \
+	} while (0)
+#define AP_VEC_FREE(vec) (free((vec).v), (vec).v = NULL, (vec).n = (vec).cap = 0)
+
+/* Open-addressing map from a non-zero u64 key to a u64 value, with backward-shift deletion (no
+ * tombstones, so a long replay of allocations and frees never degrades it). */
+typedef struct ap_map {
+	uint64_t *keys, *vals;
+	size_t cap, n;
+} ap_map;
+
+void ap_map_free(ap_map *m);
+/* Returns a pointer to the value of key, inserting it with value 0 when absent (*added = true). */
+uint64_t *ap_map_put(ap_map *m, uint64_t key, bool *added);
+uint64_t *ap_map_get(const ap_map *m, uint64_t key);
+bool ap_map_del(ap_map *m, uint64_t key, uint64_t *val_out);
+
+static inline uint64_t ap_hash64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
+uint64_t ap_hash_str(const char *s);
+
+/* Prints "allocprof: " + message to stderr. */
+void ap_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,221 @@
+/*
+ * allocprof trace format, version 1: the one contract between the shim (liballocprof.so), which
+ * writes traces, and the analyzer (allocprof), which reads them. Readers in other languages need
+ * only this file; doc/FORMAT.md in the source tree says the same in prose with an example.
+ *
+ * ## Layers
+ *
+ * A trace file is a sequence of zstd frames (RFC 8878). Concatenated, their decompressed contents
+ * form one byte stream; `zstd -dc FILE` yields it, also for a file cut short (up to the cut).
+ * The shim ends a frame at least every 100 ms and at exit, so a killed process leaves every
+ * complete frame readable. Frames hold whole records except when the process died mid-write.
+ *
+ * ## The stream
+ *
+ *     stream  := magic record*
+ *     magic   := "ALLOCPRF"  (8 bytes)  varint(format version)      -- AP_FORMAT_VERSION
+ *     record  := u8(kind)  varint(len)  payload[len]
+ *
+ * Every record is length-prefixed, so a reader skips a record kind it does not know (kinds added
+ * in a later minor revision). A reader must reject a stream whose format version is greater than
+ * the one it implements: field meanings may have changed.
+ *
+ * Integers are unsigned LEB128 varints (at most 10 bytes for 64 bits) unless said otherwise;
+ * "svarint" is a zigzag-encoded signed varint; "str" is varint(length) followed by that many
+ * bytes, not NUL-terminated.
+ *
+ * ## Stamps: ordering across threads
+ *
+ * Every event carries a stamp. Stamps of one process form a total order consistent with real
+ * time: the stamp of a free is taken before the real free is called, the stamp of an allocation
+ * after the real allocator returned, so when thread A frees a block and thread B receives the same
+ * address, A's free has the smaller stamp. With clock AP_CLOCK_TSC the stamp is the CPU time-stamp
+ * counter read with a fence (the kernel's clocksource is "tsc", so counters are synchronised
+ * across CPUs); with AP_CLOCK_COUNTER it is a process-wide atomic counter. Events of one thread
+ * have strictly increasing stamps. CLOCK records give (stamp, CLOCK_MONOTONIC ns) pairs from which
+ * a reader converts stamps to time by linear interpolation.
+ *
+ * Events reach the file in per-thread chunks, out of order between threads. A SYNC record with
+ * stamp W promises that every event with a stamp below W appears before it in the stream, so a
+ * reader merges chunks by stamp and may process all buffered events below W when it sees it.
+ */
+#ifndef ALLOCPROF_TRACE_H
+#define ALLOCPROF_TRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AP_MAGIC "ALLOCPRF"
+#define AP_MAGIC_LEN 8
+/* Version 1: first release. Bump on any change a version-1 reader would misread. */
+#define AP_FORMAT_VERSION 1
+
+/* Record kinds (the u8 before each record). */
+enum ap_record_kind {
+	/* HEADER, first record, exactly once per process:
+	 *   varint pid, varint ppid, varint start_realtime_ns (since the epoch),
+	 *   varint clock (enum ap_clock), varint start_stamp, varint start_monotonic_ns,
+	 *   varint sample_bytes (0: every allocation is recorded), varint max_depth,
+	 *   varint seed, varint page_size, str exe (absolute path), varint argc, str argv[argc],
+	 *   varint flags (AP_HDR_*), str hostname */
+	AP_REC_HEADER = 1,
+	/* MODULE, a loaded ELF object (at start, and after dlopen):
+	 *   varint module_id (from 1), varint generation (see UNLOAD), varint stamp,
+	 *   varint base (load bias: runtime address = base + ELF vaddr), str path,
+	 *   str build_id (raw bytes of NT_GNU_BUILD_ID, may be empty),
+	 *   varint nseg, then nseg times: varint vaddr, varint memsz, varint file_offset,
+	 *   varint flags (PF_X=1, PF_W=2, PF_R=4) -- the PT_LOAD segments */
+	AP_REC_MODULE = 2,
+	/* UNLOAD, a module disappeared (dlclose): varint module_id, varint stamp,
+	 *   varint new_generation. Stacks captured after this carry the new generation, so
+	 *   addresses reused by another library never resolve to the old one. */
+	AP_REC_UNLOAD = 3,
+	/* STACK, a distinct call stack, defined once and then referred to by id:
+	 *   varint stack_id (from 1), varint generation, varint flags (AP_STACK_*),
+	 *   varint nframes, then nframes return addresses, innermost first: the first as varint,
+	 *   each next one as svarint(delta to the previous one).
+	 * The shim's own frames are not included; frame 0 is the caller of the allocation function.
+	 * A STACK record precedes every event that refers to it. */
+	AP_REC_STACK = 4,
+	/* CHUNK, a run of one thread's events:
+	 *   varint tid, varint chunk_seq (per thread, from 0), varint base_stamp, then events until
+	 *   the end of the payload (see enum ap_event_kind). */
+	AP_REC_CHUNK = 5,
+	/* SYNC: varint stamp W (see "Stamps" above). */
+	AP_REC_SYNC = 6,
+	/* CLOCK: varint stamp, varint monotonic_ns, varint realtime_ns. */
+	AP_REC_CLOCK = 7,
+	/* THREAD, a thread's name: varint tid, str name. */
+	AP_REC_THREAD = 8,
+	/* END, written once by a process that flushed at exit:
+	 *   varint stamp, varint monotonic_ns, varint how (enum ap_end_how), varint status,
+	 *   then the counters: varint n, n times varint (see enum ap_counter). Records may follow
+	 *   END (allocations made after the shim's exit handler, written as they happen). */
+	AP_REC_END = 9,
+	/* EXIT, appended by `allocprof record` after the process ended:
+	 *   varint how (enum ap_end_how), varint status (exit code or signal number). */
+	AP_REC_EXIT = 10,
+};
+
+/* Events inside a CHUNK. The u8 tag is (event | api << 4). Stamps are deltas from the previous
+ * event of the chunk (the first from base_stamp); addresses are svarint deltas from the previous
+ * address of the chunk (the first from 0).
+ *
+ *   ALLOC    tag, varint dstamp, svarint daddr, varint size, varint stack_id
+ *   FREE     tag, varint dstamp, svarint daddr
+ *   UNFREE   tag, varint dstamp, svarint daddr
+ *            -- the last FREE of this address by this thread did not happen (a failed realloc:
+ *               the old block is still allocated, as it was before)
+ *   LOST     tag, varint dstamp, varint nallocs, varint nfrees
+ *            -- events the shim could not record (re-entered from a signal handler inside the
+ *               shim); the analyzer reports them, so nothing is lost silently
+ *
+ * size is the requested size (calloc: n*size; 0 allowed). stack_id 0 means "no stack captured".
+ * realloc(p, n) and reallocarray are written as a FREE of p (api REALLOC, stamped before the
+ * call, so a thread that receives p meanwhile sorts after it) followed by an ALLOC of the result
+ * (api REALLOC, stamped after the call); realloc(NULL, n) is only the ALLOC; realloc(p, 0)
+ * that frees p and returns NULL is only the FREE; a failed realloc is FREE then UNFREE. */
+enum ap_event_kind {
+	AP_EV_ALLOC = 1,
+	AP_EV_FREE = 2,
+	AP_EV_UNFREE = 3,
+	AP_EV_LOST = 4,
+};
+
+/* Which function the program called (the high nibble of an event tag). */
+enum ap_api {
+	AP_API_MALLOC = 0,
+	AP_API_CALLOC = 1,
+	AP_API_REALLOC = 2,
+	AP_API_POSIX_MEMALIGN = 3,
+	AP_API_ALIGNED_ALLOC = 4,
+	AP_API_MEMALIGN = 5,
+	AP_API_VALLOC = 6,
+	AP_API_PVALLOC = 7,
+	AP_API_REALLOCARRAY = 8,
+	AP_API_FREE = 9,
+	AP_API_OTHER = 15,
+};
+
+enum ap_clock {
+	AP_CLOCK_TSC = 1,
+	AP_CLOCK_COUNTER = 2,
+};
+
+/* HEADER flags. */
+#define AP_HDR_CHILDREN 0x1u /* children (fork/exec) are traced too */
+
+/* STACK flags. */
+#define AP_STACK_TRUNCATED 0x1u /* deeper than max_depth: the outermost frames are missing */
+
+enum ap_end_how {
+	AP_END_UNKNOWN = 0,
+	AP_END_EXIT = 1,   /* exit status in status */
+	AP_END_SIGNAL = 2, /* killed by signal number status */
+};
+
+/* END counters, in this order; a reader ignores counters it does not know. */
+enum ap_counter {
+	AP_CNT_ALLOCS = 0,       /* allocation calls recorded (realloc counts once) */
+	AP_CNT_FREES = 1,        /* frees recorded */
+	AP_CNT_LOST = 2,         /* events not recorded (see LOST) */
+	AP_CNT_STACKS = 3,       /* distinct stacks */
+	AP_CNT_BYTES_RAW = 4,    /* uncompressed stream bytes */
+	AP_CNT_BYTES_FILE = 5,   /* bytes written to the file */
+	AP_CNT_SHIM_MEMORY = 6,  /* bytes of memory the shim mapped for itself, at its peak */
+	AP_CNT__COUNT = 7,
+};
+
+/* ---- Varint helpers, shared by the writer and the reader ------------------------------------ */
+
+#define AP_VARINT_MAX 10
+
+/* Encodes v at p (room for AP_VARINT_MAX bytes needed); returns the byte after it. */
+static inline uint8_t *ap_put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static inline uint64_t ap_zigzag(int64_t v)
+{
+	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static inline int64_t ap_unzigzag(uint64_t v)
+{
+	return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+static inline uint8_t *ap_put_svarint(uint8_t *p, int64_t v)
+{
+	return ap_put_varint(p, ap_zigzag(v));
+}
+
+/* Decodes a varint from [*pp, end). Returns 0 and advances *pp on success; -1 if the input ends
+ * inside the varint or the varint is longer than 10 bytes or overflows 64 bits (*pp unchanged). */
+static inline int ap_get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+{
+	const uint8_t *p = *pp;
+	uint64_t v = 0;
+	for (unsigned shift = 0; shift < 64; shift += 7) {
+		if (p >= end)
+			return -1;
+		uint8_t b = *p++;
+		if (shift == 63 && b > 1)
+			return -1;
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*pp = p;
+			*out = v;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+#endif

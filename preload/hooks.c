@@ -1,0 +1,366 @@
+/*
+ * hooks.c: the interposed malloc family, how the shim finds the real allocator, and the process
+ * lifecycle (constructor, exit, fork, dlopen).
+ *
+ * Bootstrap: the first allocation can come before our constructor, from the loader or from
+ * another library's constructor, and dlsym(RTLD_NEXT, ...) itself calls calloc while we look up
+ * the real functions. Calls made while resolving are served from a static pool and recognised
+ * when freed; events before the constructor are buffered and written once the file is open.
+ *
+ * Re-entrancy: ap_guard is set for the whole of a hook. A nested call (a signal handler that
+ * allocates while this thread is inside the shim, or a library we call that allocates) goes
+ * straight to the real allocator; from a hook it is counted as lost, so the analyzer can say so.
+ */
+#include "events.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+atomic_int ap_state = AP_STATE_BOOT;
+AP_TLS int ap_guard;
+
+static struct {
+	void *(*malloc)(size_t);
+	void *(*calloc)(size_t, size_t);
+	void *(*realloc)(void *, size_t);
+	void (*free)(void *);
+	int (*posix_memalign)(void **, size_t, size_t);
+	void *(*aligned_alloc)(size_t, size_t);
+	void *(*memalign)(size_t, size_t);
+	void *(*valloc)(size_t);
+	void *(*pvalloc)(size_t);
+	size_t (*malloc_usable_size)(void *);
+	int (*dlclose)(void *);
+} real;
+
+/* ---- bootstrap --------------------------------------------------------------------------------- */
+
+/* What dlsym allocates while we resolve (a dlerror buffer or two). */
+static char boot_pool[64 * 1024] __attribute__((aligned(64)));
+static size_t boot_used;
+static AP_TLS bool tl_resolving;
+static atomic_int resolve_state; /* 0 not yet, 1 in progress, 2 done */
+
+static bool in_boot_pool(const void *p)
+{
+	return (const char *)p >= boot_pool && (const char *)p < boot_pool + sizeof(boot_pool);
+}
+
+static void *boot_alloc(size_t size, size_t align)
+{
+	if (align < 16)
+		align = 16;
+	size_t start = (boot_used + sizeof(size_t) + align - 1) & ~(align - 1);
+	if (start + size > sizeof(boot_pool))
+		return NULL;
+	((size_t *)(boot_pool + start))[-1] = size;
+	boot_used = start + size;
+	return boot_pool + start;
+}
+
+static size_t boot_size(const void *p)
+{
+	return ((const size_t *)p)[-1];
+}
+
+static void resolve(void)
+{
+	int expect = 0;
+	if (!atomic_compare_exchange_strong(&resolve_state, &expect, 1)) {
+		while (atomic_load(&resolve_state) != 2) /* another thread is resolving */
+			sched_yield();
+		return;
+	}
+	tl_resolving = true;
+#define R(name) real.name = (__typeof__(real.name))dlsym(RTLD_NEXT, #name)
+	R(malloc);
+	R(calloc);
+	R(realloc);
+	R(free);
+	R(posix_memalign);
+	R(aligned_alloc);
+	R(memalign);
+	R(valloc);
+	R(pvalloc);
+	R(malloc_usable_size);
+	R(dlclose);
+#undef R
+	tl_resolving = false;
+	if (!real.malloc || !real.free || !real.calloc || !real.realloc) {
+		static const char msg[] = "allocprof: cannot find the real malloc; aborting\n";
+		write(2, msg, sizeof(msg) - 1);
+		abort();
+	}
+	atomic_store(&resolve_state, 2);
+}
+
+/* Everything that must happen before the first event can be recorded; the first allocation of
+ * the process may be the one that triggers it. */
+static void early_init(void)
+{
+	static atomic_int done;
+	int expect = 0;
+	if (!atomic_compare_exchange_strong(&done, &expect, 1)) {
+		while (atomic_load(&done) != 2)
+			sched_yield();
+		return;
+	}
+	ap_config_init();
+	ap_clock_init();
+	ap_modules_init_self();
+	ap_stacks_init();
+	ap_events_init();
+	atomic_store(&done, 2);
+}
+
+static inline bool ready(void)
+{
+	if (AP_UNLIKELY(atomic_load_explicit(&resolve_state, memory_order_acquire) != 2)) {
+		if (tl_resolving)
+			return false;
+		resolve();
+	}
+	return true;
+}
+
+/* Should this call be recorded? Sets the guard when it returns true. */
+static inline bool enter(bool is_free)
+{
+	if (AP_UNLIKELY(ap_guard)) {
+		if (ap_guard == 1)
+			ap_event_lost(is_free);
+		return false;
+	}
+	int st = atomic_load_explicit(&ap_state, memory_order_relaxed);
+	if (AP_UNLIKELY(st == AP_STATE_OFF))
+		return false;
+	ap_guard = 1;
+	if (AP_UNLIKELY(st == AP_STATE_BOOT))
+		early_init();
+	return true;
+}
+
+static inline void leave(void)
+{
+	ap_guard = 0;
+}
+
+static void record_alloc(int api, void *p, size_t size)
+{
+	ap_event_alloc(api, p, size, ap_stacks_capture());
+}
+
+/* ---- the interposed functions ------------------------------------------------------------------ */
+
+#define AP_EXPORT __attribute__((visibility("default")))
+
+AP_EXPORT void *malloc(size_t size)
+{
+	if (AP_UNLIKELY(!ready()))
+		return boot_alloc(size, 16);
+	if (!enter(false))
+		return real.malloc(size);
+	void *p = real.malloc(size);
+	if (p)
+		record_alloc(AP_API_MALLOC, p, size);
+	leave();
+	return p;
+}
+
+AP_EXPORT void *calloc(size_t n, size_t size)
+{
+	if (AP_UNLIKELY(!ready())) {
+		size_t total;
+		if (__builtin_mul_overflow(n, size, &total))
+			return NULL;
+		return boot_alloc(total, 16); /* static memory is zeroed */
+	}
+	if (!enter(false))
+		return real.calloc(n, size);
+	void *p = real.calloc(n, size);
+	if (p)
+		record_alloc(AP_API_CALLOC, p, n * size);
+	leave();
+	return p;
+}
+
+AP_EXPORT void free(void *p)
+{
+	if (!p || in_boot_pool(p))
+		return;
+	if (AP_UNLIKELY(!ready()))
+		return; /* only inside dlsym while resolving, and only for pool blocks */
+	if (!enter(true)) {
+		real.free(p);
+		return;
+	}
+	ap_event_free(AP_API_FREE, p);
+	real.free(p);
+	leave();
+}
+
+static void *do_realloc(int api, void *old, size_t n, size_t size)
+{
+	size_t total;
+	bool overflow = __builtin_mul_overflow(n, size, &total);
+	if (AP_UNLIKELY(in_boot_pool(old))) {
+		/* A block from the bootstrap pool moves to the real allocator. */
+		if (overflow)
+			return errno = ENOMEM, NULL;
+		void *p = malloc(total);
+		if (p)
+			memcpy(p, old, boot_size(old) < total ? boot_size(old) : total);
+		return p;
+	}
+	bool rec = enter(old != NULL);
+	if (rec && old)
+		ap_event_free(api, old); /* stamped before the real call: see allocprof/trace.h */
+	/* reallocarray is done here rather than by libc's, which calls realloc through the PLT,
+	 * that is, us again. */
+	void *p = overflow ? (errno = ENOMEM, NULL) : real.realloc(old, total);
+	if (rec) {
+		if (p)
+			record_alloc(api, p, total);
+		else if (old && (overflow || total != 0))
+			ap_event_unfree(old); /* failed: the old block is untouched */
+		leave();
+	}
+	return p;
+}
+
+AP_EXPORT void *realloc(void *old, size_t size)
+{
+	if (AP_UNLIKELY(!ready())) { /* only the resolving thread, inside dlsym */
+		void *p = boot_alloc(size, 16);
+		if (p && old)
+			memcpy(p, old, boot_size(old) < size ? boot_size(old) : size);
+		return p;
+	}
+	return do_realloc(AP_API_REALLOC, old, 1, size);
+}
+
+AP_EXPORT void *reallocarray(void *old, size_t n, size_t size)
+{
+	if (AP_UNLIKELY(!ready()))
+		return NULL;
+	return do_realloc(AP_API_REALLOCARRAY, old, n, size);
+}
+
+AP_EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+	if (AP_UNLIKELY(!ready())) {
+		void *p = boot_alloc(size, align);
+		if (!p)
+			return ENOMEM;
+		*out = p;
+		return 0;
+	}
+	if (!enter(false))
+		return real.posix_memalign(out, align, size);
+	int err = real.posix_memalign(out, align, size);
+	if (!err)
+		record_alloc(AP_API_POSIX_MEMALIGN, *out, size);
+	leave();
+	return err;
+}
+
+#define AP_ALIGNED_HOOK(name, API, params, args, size_expr)                                        \
+	AP_EXPORT void *name params                                                                \
+	{                                                                                          \
+		if (AP_UNLIKELY(!ready()))                                                         \
+			return NULL;                                                               \
+		if (!enter(false))                                                                 \
+			return real.name args;                                                     \
+		void *p = real.name args;                                                          \
+		if (p)                                                                             \
+			record_alloc(API, p, size_expr);                                           \
+		leave();                                                                           \
+		return p;                                                                          \
+	}
+AP_ALIGNED_HOOK(aligned_alloc, AP_API_ALIGNED_ALLOC, (size_t align, size_t size), (align, size), size)
+AP_ALIGNED_HOOK(memalign, AP_API_MEMALIGN, (size_t align, size_t size), (align, size), size)
+AP_ALIGNED_HOOK(valloc, AP_API_VALLOC, (size_t size), (size), size)
+AP_ALIGNED_HOOK(pvalloc, AP_API_PVALLOC, (size_t size), (size), size)
+#undef AP_ALIGNED_HOOK
+
+AP_EXPORT size_t malloc_usable_size(void *p)
+{
+	if (!p)
+		return 0;
+	if (in_boot_pool(p))
+		return boot_size(p);
+	if (AP_UNLIKELY(!ready()) || !real.malloc_usable_size)
+		return 0;
+	return real.malloc_usable_size(p);
+}
+
+/* dlclose: a library that goes away must not lend its name to the next one loaded at its
+ * addresses, so a new generation starts here (stacks.c records new modules itself, when a stack
+ * runs through one). dlopen is deliberately not interposed: glibc resolves a dlopen'ed name with
+ * the caller's RUNPATH and $ORIGIN, and the caller would become the shim. */
+AP_EXPORT int dlclose(void *h)
+{
+	if (!ready() || !real.dlclose)
+		return -1;
+	int r = real.dlclose(h);
+	if (!ap_guard && atomic_load(&ap_state) != AP_STATE_OFF) {
+		ap_guard = 2;
+		ap_modules_scan(false);
+		ap_guard = 0;
+	}
+	return r;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------------- */
+
+static void before_fork(void)
+{
+	ap_guard++;
+	ap_writer_lock();
+	ap_events_lock_all();
+}
+
+static void after_fork_parent(void)
+{
+	ap_events_unlock_all();
+	ap_writer_unlock();
+	ap_guard--;
+}
+
+static void after_fork_child(void)
+{
+	/* The child is not traced yet: its parent's file and writer thread are not its own. */
+	ap_sys_reset_tid();
+	ap_events_forked_child();
+	ap_writer_forked_child();
+	atomic_store(&ap_state, AP_STATE_OFF);
+	ap_guard--;
+}
+
+__attribute__((constructor(101))) static void ap_constructor(void)
+{
+	if (!ready())
+		return;
+	int saved = ap_guard;
+	ap_guard = 2;
+	early_init();
+	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+	bool ok = ap_writer_start();
+	atomic_store(&ap_state, ok ? AP_STATE_ON : AP_STATE_OFF);
+	ap_guard = saved;
+}
+
+__attribute__((destructor(101))) static void ap_destructor(void)
+{
+	if (atomic_load(&ap_state) != AP_STATE_ON)
+		return;
+	int saved = ap_guard;
+	ap_guard = 2;
+	ap_writer_finish();
+	ap_guard = saved;
+}

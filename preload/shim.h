@@ -1,0 +1,151 @@
+/*
+ * shim.h: the internal contract between the files of liballocprof.so.
+ *
+ * The shim lives inside someone else's process. Rules that hold for every function here:
+ *  - no allocation through the traced program's allocator: memory comes from mmap (ap_sys_*);
+ *  - no stdio; messages go through ap_log, which formats into a stack buffer and write(2)s;
+ *  - thread-local state uses the initial-exec TLS model (the general-dynamic model may call
+ *    __tls_get_addr, which may allocate, from inside malloc);
+ *  - the hot path (one allocation or free) takes no lock.
+ *
+ * Files, in the order data flows: hooks.c (the interposed functions, bootstrap, re-entrancy
+ * guard) -> stacks.c (unwinding, stack table) -> events.c (per-thread buffers, event encoding)
+ * -> writer.c (writer thread, zstd, the file); config.c, modules.c and sys.c serve them.
+ */
+#ifndef AP_SHIM_H
+#define AP_SHIM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "allocprof/trace.h"
+
+#define AP_TLS __thread __attribute__((tls_model("initial-exec")))
+#define AP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define AP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define AP_HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- config.c: the options, one table, read once from the environment ---------------------- */
+
+typedef struct ap_config {
+	char output[4096];  /* ALLOCPROF_OUTPUT, a path; %p = pid, %e = program name */
+	uint32_t depth;     /* ALLOCPROF_DEPTH: frames kept per stack */
+	int clock;          /* ALLOCPROF_CLOCK: enum ap_clock, 0 = choose */
+	bool quiet;         /* ALLOCPROF_QUIET */
+	bool verbose;       /* ALLOCPROF_VERBOSE: print the effective options */
+} ap_config;
+
+extern ap_config ap_cfg AP_HIDDEN;
+/* Reads the environment into ap_cfg; bad values warn once each and keep the default. */
+void ap_config_init(void) AP_HIDDEN;
+
+/* ---- sys.c: the OS --------------------------------------------------------------------------- */
+
+/* Formats (%s %d %u %x %lu %lx %llu %zu %p %%) into a stack buffer and writes one line to
+ * stderr, prefixed "allocprof: ". Async-signal-safe. Silent when ap_cfg.quiet. */
+void ap_log(const char *fmt, ...) __attribute__((format(printf, 1, 2))) AP_HIDDEN;
+/* Like ap_log but only the first time for a given flag. */
+#define AP_WARN_ONCE(...)                                                                          \
+	do {                                                                                       \
+		static atomic_bool ap_warned_;                                                     \
+		if (!atomic_exchange(&ap_warned_, true))                                           \
+			ap_log(__VA_ARGS__);                                                       \
+	} while (0)
+int ap_snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4))) AP_HIDDEN;
+
+/* Page-granular memory straight from mmap; counted in ap_sys_mapped. NULL on failure. */
+void *ap_sys_map(size_t size) AP_HIDDEN;
+void ap_sys_unmap(void *p, size_t size) AP_HIDDEN;
+/* Small, never-freed allocations for the shim's long-lived state (16-byte aligned). */
+void *ap_sys_alloc(size_t size) AP_HIDDEN;
+extern atomic_size_t ap_sys_mapped AP_HIDDEN;
+
+uint32_t ap_sys_tid(void) AP_HIDDEN;
+/* In a fork child, whose cached tid is the parent thread's. */
+void ap_sys_reset_tid(void) AP_HIDDEN;
+uint64_t ap_sys_monotonic_ns(void) AP_HIDDEN;
+uint64_t ap_sys_realtime_ns(void) AP_HIDDEN;
+/* Writes all of buf, retrying on EINTR and short writes. 0, or -errno. */
+int ap_sys_write_all(int fd, const void *buf, size_t len) AP_HIDDEN;
+/* Expands %p/%e in the pattern and creates the file exclusively (O_EXCL|O_NOFOLLOW, 0600),
+ * adding ".N" when the name is taken; moves it to a high close-on-exec descriptor. Returns the
+ * descriptor and stores the name in path_out, or -errno. */
+int ap_sys_create_trace(const char *pattern, char *path_out, size_t path_size) AP_HIDDEN;
+/* Reads a small file (e.g. under /proc) into buf, NUL-terminated. Bytes read, or -errno. */
+long ap_sys_read_file(const char *path, char *buf, size_t size) AP_HIDDEN;
+
+/* ---- stamps: the cross-thread order (see "Stamps" in allocprof/trace.h) --------------------- */
+
+extern int ap_clock_kind AP_HIDDEN; /* enum ap_clock, fixed before the first event */
+extern atomic_uint_fast64_t ap_clock_counter AP_HIDDEN;
+void ap_clock_init(void) AP_HIDDEN;
+
+/* rdtscp waits for every earlier instruction and load; the lfence keeps later ones (the real
+ * free's stores) from starting before the counter is read. Both sides of a hand-over of a block
+ * between threads are therefore ordered by the stamps. */
+static inline uint64_t ap_stamp(void)
+{
+#if defined(__x86_64__)
+	if (AP_LIKELY(ap_clock_kind == AP_CLOCK_TSC)) {
+		uint32_t lo, hi, aux;
+		__asm__ volatile("rdtscp\n\tlfence" : "=a"(lo), "=d"(hi), "=c"(aux)::"memory");
+		return ((uint64_t)hi << 32) | lo;
+	}
+#endif
+	return atomic_fetch_add(&ap_clock_counter, 1) + 1;
+}
+
+/* ---- stacks.c: capture and deduplicate call stacks ------------------------------------------ */
+
+void ap_stacks_init(void) AP_HIDDEN;
+/* Captures the caller's stack (dropping the shim's frames) and returns its id, writing a STACK
+ * record the first time a stack is seen. 0 if no stack could be captured. */
+uint32_t ap_stacks_capture(void) AP_HIDDEN;
+extern atomic_uint ap_generation AP_HIDDEN;
+extern atomic_uint ap_stacks_count AP_HIDDEN;
+
+/* ---- modules.c: the loaded ELF objects ------------------------------------------------------- */
+
+/* Writes MODULE/UNLOAD records for what changed since the last call (all modules the first
+ * time). Cheap when nothing changed. Serialised internally. */
+void ap_modules_scan(bool force) AP_HIDDEN;
+/* True if addr lies in the shim's own code. */
+bool ap_modules_in_shim(uintptr_t addr) AP_HIDDEN;
+void ap_modules_init_self(void) AP_HIDDEN;
+
+/* ---- events.c: per-thread buffers and the meta stream ---------------------------------------- */
+
+void ap_event_alloc(int api, const void *p, size_t size, uint32_t stack) AP_HIDDEN;
+/* Called before the real free (or realloc) runs: see "Stamps" in allocprof/trace.h. */
+void ap_event_free(int api, const void *p) AP_HIDDEN;
+/* The realloc whose FREE was just written failed: p is still allocated. */
+void ap_event_unfree(const void *p) AP_HIDDEN;
+/* Counts an event that could not be recorded (re-entered from a signal handler). */
+void ap_event_lost(bool is_free) AP_HIDDEN;
+
+/* Appends a complete record (kind + payload) to the meta stream: STACK, MODULE, UNLOAD,
+ * THREAD records, which the writer puts before the events of the same round. */
+void ap_meta_record(int kind, const uint8_t *payload, size_t len) AP_HIDDEN;
+
+/* ---- writer.c: the file ---------------------------------------------------------------------- */
+
+/* Opens the trace and writes the header; starts the writer thread. false: tracing stays off. */
+bool ap_writer_start(void) AP_HIDDEN;
+/* Final flush at exit: stops the writer thread, writes everything and the END record; events
+ * after this are written synchronously. */
+void ap_writer_finish(void) AP_HIDDEN;
+/* After fork in the child: the parent's file and writer are not ours. */
+void ap_writer_forked_child(void) AP_HIDDEN;
+void ap_writer_wake(void) AP_HIDDEN;
+
+/* ---- hooks.c ---------------------------------------------------------------------------------- */
+
+/* Global state: OFF until the constructor has opened the file; events before it are buffered. */
+enum { AP_STATE_BOOT = 0, AP_STATE_ON = 1, AP_STATE_OFF = 2, AP_STATE_FINAL = 3 };
+extern atomic_int ap_state AP_HIDDEN;
+/* >0 while this thread runs shim code: nested allocator calls pass straight through. */
+extern AP_TLS int ap_guard AP_HIDDEN;
+
+#endif

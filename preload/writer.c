@@ -1,0 +1,426 @@
+/*
+ * writer.c: the background thread that turns buffers into the trace file.
+ *
+ * Every 100 ms, or sooner when threads hand over full buffers, the writer runs a round:
+ *
+ *     W = stamp()            every event stamped before W is now in a buffer we can reach
+ *     steal each thread's current buffer, take the queue of full ones, take the meta stream
+ *     write meta records (stacks, modules), then the buffers as CHUNK records
+ *     write SYNC(W) and CLOCK, end the zstd frame, write(2) it
+ *
+ * Ending a frame each round is what makes a killed program's trace readable up to its last round.
+ * The zstd context gets its memory from mmap (ZSTD_customMem), never from the traced allocator.
+ * All signals are blocked in the writer thread, so the program's handlers never run on it.
+ */
+#define ZSTD_STATIC_LINKING_ONLY
+#include <zstd.h>
+
+#include "events.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AP_ROUND_NS 100000000ull
+#define AP_ZOUT (128 * 1024)
+
+/* Serialises rounds: the writer thread's, and after exit the synchronous ones of any thread. */
+static pthread_mutex_t round_lock = PTHREAD_MUTEX_INITIALIZER;
+static int trace_fd = -1;
+static char trace_path[4096];
+static ZSTD_CCtx *cctx;
+static uint8_t *zout;
+static size_t zout_len;
+static bool write_failed;
+static uint64_t bytes_raw, bytes_file, n_allocs, n_frees;
+
+static pthread_t writer_thread;
+static atomic_bool writer_up, writer_stop;
+static atomic_uint wake_word;  /* futex: bumped to wake the writer early */
+static atomic_bool writer_sleeping;
+
+bool ap_writer_running(void)
+{
+	return atomic_load_explicit(&writer_up, memory_order_relaxed);
+}
+
+void ap_writer_wake(void)
+{
+	if (atomic_load_explicit(&writer_sleeping, memory_order_relaxed)) {
+		atomic_fetch_add(&wake_word, 1);
+		syscall(SYS_futex, &wake_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	}
+}
+
+/* ---- zstd with mmap'd memory ------------------------------------------------------------------- */
+
+static void *zalloc(void *opaque, size_t size)
+{
+	(void)opaque;
+	size_t *p = ap_sys_map(size + 16);
+	if (!p)
+		return NULL;
+	*p = size + 16;
+	return (char *)p + 16;
+}
+
+static void zfree(void *opaque, void *ptr)
+{
+	(void)opaque;
+	if (ptr) {
+		size_t *p = (size_t *)((char *)ptr - 16);
+		ap_sys_unmap(p, *p);
+	}
+}
+
+static void flush_out(void)
+{
+	if (zout_len && !write_failed) {
+		int err = ap_sys_write_all(trace_fd, zout, zout_len);
+		if (err) {
+			/* Disk full, quota, EIO: the program goes on; what was written stays
+			 * readable, and the reader reports the missing END. */
+			write_failed = true;
+			ap_log("cannot write %s (%s); tracing stops here, the program goes on", trace_path,
+			       strerror(-err));
+		} else {
+			bytes_file += zout_len;
+		}
+	}
+	zout_len = 0;
+}
+
+static void compress(const void *data, size_t len, ZSTD_EndDirective mode)
+{
+	ZSTD_inBuffer in = {data, len, 0};
+	bytes_raw += len;
+	for (;;) {
+		ZSTD_outBuffer out = {zout + zout_len, AP_ZOUT - zout_len, 0};
+		size_t left = ZSTD_compressStream2(cctx, &out, &in, mode);
+		zout_len += out.pos;
+		if (ZSTD_isError(left)) {
+			AP_WARN_ONCE("zstd: %s", ZSTD_getErrorName(left));
+			return;
+		}
+		if (zout_len == AP_ZOUT)
+			flush_out();
+		if (mode == ZSTD_e_continue ? in.pos == in.size : left == 0)
+			break;
+	}
+}
+
+static void put_record(int kind, const uint8_t *payload, size_t len)
+{
+	uint8_t head[1 + AP_VARINT_MAX], *p = head;
+	*p++ = (uint8_t)kind;
+	p = ap_put_varint(p, len);
+	compress(head, (size_t)(p - head), ZSTD_e_continue);
+	compress(payload, len, ZSTD_e_continue);
+}
+
+static void end_frame(void)
+{
+	compress(NULL, 0, ZSTD_e_end);
+	flush_out();
+}
+
+/* ---- records ----------------------------------------------------------------------------------- */
+
+static uint8_t *put_str(uint8_t *p, const uint8_t *end, const char *s, size_t n)
+{
+	if ((size_t)(end - p) < n + AP_VARINT_MAX)
+		n = 0;
+	p = ap_put_varint(p, n);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+static void write_header(void)
+{
+	static uint8_t buf[64 * 1024];
+	uint8_t *p = buf, *end = buf + sizeof(buf);
+	static char cmdline[32 * 1024], exe[4096];
+	long clen = ap_sys_read_file("/proc/self/cmdline", cmdline, sizeof(cmdline));
+	ssize_t elen = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	exe[elen > 0 ? elen : 0] = 0;
+	struct utsname un;
+	if (uname(&un))
+		un.nodename[0] = 0;
+
+	p = ap_put_varint(p, (uint64_t)getpid());
+	p = ap_put_varint(p, (uint64_t)getppid());
+	p = ap_put_varint(p, ap_sys_realtime_ns());
+	p = ap_put_varint(p, (uint64_t)ap_clock_kind);
+	p = ap_put_varint(p, ap_stamp());
+	p = ap_put_varint(p, ap_sys_monotonic_ns());
+	p = ap_put_varint(p, 0); /* sample_bytes: every allocation */
+	p = ap_put_varint(p, ap_cfg.depth);
+	p = ap_put_varint(p, 0); /* seed */
+	p = ap_put_varint(p, (uint64_t)sysconf(_SC_PAGESIZE));
+	p = put_str(p, end, exe, strlen(exe));
+	uint64_t argc = 0;
+	for (long i = 0; i < clen; i++)
+		argc += cmdline[i] == 0;
+	p = ap_put_varint(p, argc);
+	for (long i = 0; i < clen;) {
+		size_t n = strlen(cmdline + i);
+		p = put_str(p, end, cmdline + i, n);
+		i += (long)n + 1;
+	}
+	p = ap_put_varint(p, 0); /* flags */
+	p = put_str(p, end, un.nodename, strlen(un.nodename));
+
+	uint8_t magic[AP_MAGIC_LEN + AP_VARINT_MAX], *m = magic;
+	memcpy(m, AP_MAGIC, AP_MAGIC_LEN);
+	m = ap_put_varint(m + AP_MAGIC_LEN, AP_FORMAT_VERSION);
+	compress(magic, (size_t)(m - magic), ZSTD_e_continue);
+	put_record(AP_REC_HEADER, buf, (size_t)(p - buf));
+}
+
+static void write_chunk(const struct ap_buf *b)
+{
+	uint8_t head[1 + 4 * AP_VARINT_MAX], *p = head + 1 + AP_VARINT_MAX;
+	uint8_t fields[3 * AP_VARINT_MAX], *f = fields;
+	f = ap_put_varint(f, b->tid);
+	f = ap_put_varint(f, b->seq);
+	f = ap_put_varint(f, b->base_stamp);
+	size_t flen = (size_t)(f - fields);
+	p = head;
+	*p++ = AP_REC_CHUNK;
+	p = ap_put_varint(p, flen + b->len);
+	compress(head, (size_t)(p - head), ZSTD_e_continue);
+	compress(fields, flen, ZSTD_e_continue);
+	compress(b->data, b->len, ZSTD_e_continue);
+	/* Counted here rather than on the hot path. */
+	const uint8_t *q = b->data, *end = b->data + b->len;
+	while (q < end) {
+		int ev = *q & 15;
+		uint64_t v;
+		q++;
+		ap_get_varint(&q, end, &v); /* dstamp */
+		if (ev == AP_EV_LOST) {
+			ap_get_varint(&q, end, &v);
+			ap_get_varint(&q, end, &v);
+			continue;
+		}
+		ap_get_varint(&q, end, &v); /* address */
+		if (ev == AP_EV_ALLOC) {
+			n_allocs++;
+			ap_get_varint(&q, end, &v);
+			ap_get_varint(&q, end, &v);
+		} else if (ev == AP_EV_FREE) {
+			n_frees++;
+		} else if (ev == AP_EV_UNFREE) {
+			n_frees--;
+		}
+	}
+}
+
+/* Takes the owner's buffer if it holds events. The owner holds it only while encoding one event;
+ * if it stays held (a thread stopped inside the shim), give up after a while, and do not promise
+ * a SYNC this round. */
+static struct ap_buf *steal(struct ap_thread *t, bool *complete)
+{
+	struct ap_buf *b;
+	for (int spins = 0; !(b = atomic_exchange(&t->cur, NULL)); spins++) {
+		if (spins > 20000) {
+			*complete = false;
+			return NULL;
+		}
+		if (spins & 63)
+			__builtin_ia32_pause();
+		else
+			sched_yield();
+	}
+	if (b == AP_NOBUF || b->len == 0) {
+		atomic_store(&t->cur, b);
+		return NULL;
+	}
+	atomic_store(&t->cur, AP_NOBUF);
+	return b;
+}
+
+static void put_clock(uint64_t stamp)
+{
+	uint8_t buf[3 * AP_VARINT_MAX], *p = buf;
+	p = ap_put_varint(p, stamp);
+	p = ap_put_varint(p, ap_sys_monotonic_ns());
+	p = ap_put_varint(p, ap_sys_realtime_ns());
+	put_record(AP_REC_CLOCK, buf, (size_t)(p - buf));
+}
+
+static void write_list(struct ap_buf *b, bool meta)
+{
+	while (b) {
+		struct ap_buf *next = b->next;
+		if (meta)
+			compress(b->data, b->len, ZSTD_e_continue);
+		else
+			write_chunk(b);
+		ap_pool_put(b);
+		b = next;
+	}
+}
+
+/* One round; round_lock held. */
+static void round_locked(bool force_frame)
+{
+	if (trace_fd < 0 || write_failed)
+		return;
+	uint64_t w = ap_stamp();
+	bool complete = true;
+	struct ap_buf *stolen = NULL, **tail = &stolen;
+	for (struct ap_thread *t = ap_threads_first(); t; t = t->next) {
+		struct ap_buf *b = steal(t, &complete);
+		if (b) {
+			b->next = NULL;
+			*tail = b;
+			tail = &b->next;
+		}
+	}
+	/* Taken after stealing: a buffer queued just before its thread's current one was
+	 * stolen must be in this round too (see the SYNC promise). */
+	struct ap_buf *queued = ap_queue_take_all();
+	struct ap_buf *meta = ap_meta_take_all();
+	if (!stolen && !queued && !meta && !force_frame)
+		return;
+	write_list(meta, true);
+	write_list(queued, false);
+	write_list(stolen, false);
+	if (complete) {
+		uint8_t buf[AP_VARINT_MAX];
+		put_record(AP_REC_SYNC, buf, (size_t)(ap_put_varint(buf, w) - buf));
+	}
+	put_clock(w);
+	end_frame();
+}
+
+void ap_writer_sync(void)
+{
+	pthread_mutex_lock(&round_lock);
+	round_locked(false);
+	pthread_mutex_unlock(&round_lock);
+}
+
+static void *writer_main(void *arg)
+{
+	(void)arg;
+	ap_guard = 2; /* anything this thread allocates is the shim's own */
+	while (!atomic_load(&writer_stop)) {
+		unsigned seen = atomic_load(&wake_word);
+		ap_modules_scan(false);
+		pthread_mutex_lock(&round_lock);
+		round_locked(false);
+		pthread_mutex_unlock(&round_lock);
+		atomic_store(&writer_sleeping, true);
+		struct timespec ts = {0, (long)AP_ROUND_NS};
+		if (seen == atomic_load(&wake_word) && !atomic_load(&writer_stop))
+			syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+		atomic_store(&writer_sleeping, false);
+	}
+	return NULL;
+}
+
+bool ap_writer_start(void)
+{
+	ZSTD_customMem mem = {zalloc, zfree, NULL};
+	cctx = ZSTD_createCCtx_advanced(mem);
+	zout = ap_sys_map(AP_ZOUT);
+	if (!cctx || !zout) {
+		ap_log("out of memory at start; tracing is off");
+		return false;
+	}
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3);
+	ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+	trace_fd = ap_sys_create_trace(ap_cfg.output, trace_path, sizeof(trace_path));
+	if (trace_fd < 0) {
+		ap_log("cannot create %s (%s); tracing is off", trace_path, strerror(-trace_fd));
+		return false;
+	}
+	write_header();
+	ap_modules_scan(true);
+	ap_writer_sync();
+
+	/* Block every signal in the new thread: the program's handlers must run on its own. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int err = pthread_create(&writer_thread, NULL, writer_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err == 0)
+		atomic_store(&writer_up, true);
+	else
+		ap_log("cannot start the writer thread (%s); writing synchronously", strerror(err));
+	return true;
+}
+
+static void write_end(void)
+{
+	uint64_t counters[AP_CNT__COUNT] = {
+		[AP_CNT_ALLOCS] = n_allocs,
+		[AP_CNT_FREES] = n_frees,
+		[AP_CNT_LOST] = atomic_load(&ap_lost_total),
+		[AP_CNT_STACKS] = atomic_load(&ap_stacks_count),
+		[AP_CNT_BYTES_RAW] = bytes_raw,
+		[AP_CNT_BYTES_FILE] = bytes_file,
+		[AP_CNT_SHIM_MEMORY] = atomic_load(&ap_sys_mapped),
+	};
+	uint8_t buf[(5 + AP_CNT__COUNT) * AP_VARINT_MAX], *p = buf;
+	p = ap_put_varint(p, ap_stamp());
+	p = ap_put_varint(p, ap_sys_monotonic_ns());
+	p = ap_put_varint(p, AP_END_UNKNOWN);
+	p = ap_put_varint(p, 0);
+	p = ap_put_varint(p, AP_CNT__COUNT);
+	for (int i = 0; i < AP_CNT__COUNT; i++)
+		p = ap_put_varint(p, counters[i]);
+	put_record(AP_REC_END, buf, (size_t)(p - buf));
+	end_frame();
+}
+
+void ap_writer_finish(void)
+{
+	if (atomic_load(&writer_up)) {
+		atomic_store(&writer_stop, true);
+		atomic_store(&writer_sleeping, true);
+		ap_writer_wake();
+		pthread_join(writer_thread, NULL);
+		atomic_store(&writer_up, false);
+	}
+	pthread_mutex_lock(&round_lock);
+	/* From here on every event is written as it happens: destructors of other libraries and
+	 * threads still running after exit() allocate too. */
+	atomic_store(&ap_state, AP_STATE_FINAL);
+	ap_modules_scan(false);
+	round_locked(false);
+	if (trace_fd >= 0 && !write_failed)
+		write_end();
+	pthread_mutex_unlock(&round_lock);
+}
+
+void ap_writer_forked_child(void)
+{
+	/* The descriptor is the parent's open file: the child must neither write to it nor keep
+	 * it (it would show up as a descriptor the program never opened). */
+	if (trace_fd >= 0)
+		close(trace_fd);
+	trace_fd = -1;
+	cctx = NULL;
+	atomic_store(&writer_up, false);
+	pthread_mutex_init(&round_lock, NULL);
+}
+
+void ap_writer_lock(void)
+{
+	pthread_mutex_lock(&round_lock);
+}
+
+void ap_writer_unlock(void)
+{
+	pthread_mutex_unlock(&round_lock);
+}
