@@ -412,6 +412,17 @@ static int record(struct reader *r, uint8_t kind, const uint8_t *p, size_t len)
 			r->ops->clock(r->ops->ctx, stamp, mono);
 		return 0;
 	}
+	case AP_REC_TOTALS: {
+		cu(&c);
+		uint64_t a = cu(&c), b = cu(&c), f = cu(&c);
+		if (c.bad)
+			return fail(r, AP_E_CORRUPT, "corrupt trace: malformed totals record");
+		r->res->end.has_totals = true;
+		r->res->end.total_allocs = a;
+		r->res->end.total_bytes = b;
+		r->res->end.total_frees = f;
+		return 0;
+	}
 	case AP_REC_END:
 		return rec_end(r, &c, false);
 	case AP_REC_EXIT:

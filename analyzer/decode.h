@@ -45,6 +45,9 @@ typedef struct ap_trace_end {
 	uint32_t exit_how, exit_status;
 	uint64_t counters[AP_CNT__COUNT];
 	size_t ncounters;
+	/* The last TOTALS record: every call, sampled or not. */
+	bool has_totals;
+	uint64_t total_allocs, total_bytes, total_frees;
 } ap_trace_end;
 
 /* Callbacks; any may be NULL. Pointers passed are valid only during the call. */

@@ -10,6 +10,7 @@
  */
 #include "profile.h"
 
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,18 @@ int ap_metric_parse(const char *name)
 }
 
 /* ---- replay ----------------------------------------------------------------------------------------- */
+
+/* How many allocations one recorded allocation of this size stands for: exactly 1 when every
+ * allocation was recorded; in sampled mode the inverse of its probability of being sampled,
+ * 1 - exp(-s/R) (see preload/sampler.c), which makes every sum an unbiased estimate. expm1 keeps
+ * the precision for s much smaller than R. Zero-byte requests were sampled as one byte. */
+double ap_profile_weight(const ap_profile *p, uint64_t size)
+{
+	if (!p->sample_bytes)
+		return 1;
+	double s = size ? (double)size : 1;
+	return 1 / -expm1(-s / (double)p->sample_bytes);
+}
 
 static ap_site *site(ap_profile *p, uint32_t id)
 {
@@ -70,8 +83,9 @@ static uint32_t take_live(ap_profile *p, uint64_t addr)
 		return 0;
 	struct ap_live *b = &p->blocks.v[bi];
 	ap_site *s = &p->sites.v[b->site];
-	s->v[AP_M_INUSE_OBJECTS] -= 1;
-	s->v[AP_M_INUSE_SPACE] -= (double)b->size;
+	double w = ap_profile_weight(p, b->size);
+	s->v[AP_M_INUSE_OBJECTS] -= w;
+	s->v[AP_M_INUSE_SPACE] -= w * (double)b->size;
 	return (uint32_t)bi;
 }
 
@@ -85,15 +99,17 @@ static void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
 		p->double_allocs++;
 		struct ap_live *old = &p->blocks.v[*slot];
 		ap_site *os = &p->sites.v[old->site];
-		os->v[AP_M_INUSE_OBJECTS] -= 1;
-		os->v[AP_M_INUSE_SPACE] -= (double)old->size;
+		double ow = ap_profile_weight(p, old->size);
+		os->v[AP_M_INUSE_OBJECTS] -= ow;
+		os->v[AP_M_INUSE_SPACE] -= ow * (double)old->size;
 		block_release(p, (uint32_t)*slot);
 	}
 	*slot = bi;
 	struct ap_live *b = &p->blocks.v[bi];
 	ap_site *s = &p->sites.v[b->site];
-	s->v[AP_M_INUSE_OBJECTS] += 1;
-	s->v[AP_M_INUSE_SPACE] += (double)b->size;
+	double w = ap_profile_weight(p, b->size);
+	s->v[AP_M_INUSE_OBJECTS] += w;
+	s->v[AP_M_INUSE_SPACE] += w * (double)b->size;
 }
 
 static void on_event(void *ctx, const ap_event *e)
@@ -105,8 +121,9 @@ static void on_event(void *ctx, const ap_event *e)
 	switch (e->kind) {
 	case AP_EV_ALLOC: {
 		ap_site *s = site(p, e->stack);
-		s->v[AP_M_ALLOC_OBJECTS] += 1;
-		s->v[AP_M_ALLOC_SPACE] += (double)e->size;
+		double w = ap_profile_weight(p, e->size);
+		s->v[AP_M_ALLOC_OBJECTS] += w;
+		s->v[AP_M_ALLOC_SPACE] += w * (double)e->size;
 		put_live(p, e->addr, block_new(p, e->size, e->stack));
 		break;
 	}
@@ -343,6 +360,8 @@ static bool hidden(const ap_symframe *f)
 }
 
 static const ap_symframe unknown_stack = {.function = "[unknown stack]"};
+/* Stands for the outer frames a stack deeper than the recording depth lost. */
+static const ap_symframe truncated_frame = {.function = "[truncated]"};
 static const ap_symframe no_stack = {.function = "[no stack]"};
 
 size_t ap_profile_site_frames(ap_profile *p, uint32_t id, bool show_allocator, ap_frame_vec *out)
@@ -359,6 +378,8 @@ size_t ap_profile_site_frames(ap_profile *p, uint32_t id, bool show_allocator, a
 		for (size_t j = 0; j < n; j++)
 			AP_VEC_PUSH(*out, &f[j]);
 	}
+	if (s->flags & AP_STACK_TRUNCATED)
+		AP_VEC_PUSH(*out, &truncated_frame);
 	if (!show_allocator) {
 		size_t skip = 0;
 		while (skip < out->n && hidden(out->v[skip]))

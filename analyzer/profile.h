@@ -66,6 +66,9 @@ typedef struct ap_profile {
 int ap_profile_load(ap_profile *p, const char *path);
 void ap_profile_free(ap_profile *p);
 
+/* The number of allocations a recorded allocation of size bytes stands for (1 in full mode). */
+double ap_profile_weight(const ap_profile *p, uint64_t size);
+
 /* Seconds since the start of the trace for a stamp (interpolated from CLOCK records). */
 double ap_profile_seconds(const ap_profile *p, uint64_t stamp);
 

@@ -7,6 +7,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 ap_config ap_cfg = {
 	.output = "allocprof.%e.%p.trace",
@@ -27,6 +30,8 @@ static const struct option {
 	{"ALLOCPROF_CLOCK", OPT_CLOCK, 0, 0, "cross-thread order stamp: auto, tsc or counter"},
 	{"ALLOCPROF_QUIET", OPT_BOOL, 0, 0, "no messages on stderr"},
 	{"ALLOCPROF_VERBOSE", OPT_BOOL, 0, 0, "print the effective options at start"},
+	{"ALLOCPROF_SAMPLE_BYTES", OPT_UINT, 0, 1ull << 40, "mean bytes between samples, 0 = every allocation"},
+	{"ALLOCPROF_SEED", OPT_UINT, 0, UINT64_MAX, "the sampler's random seed"},
 };
 
 static bool parse_uint(const char *s, uint64_t *out)
@@ -87,6 +92,12 @@ static bool apply(const struct option *o, const char *val)
 			return false;
 		if (!strcmp(o->name, "ALLOCPROF_DEPTH"))
 			ap_cfg.depth = (uint32_t)u;
+		else if (!strcmp(o->name, "ALLOCPROF_SAMPLE_BYTES"))
+			ap_cfg.sample_bytes = u;
+		else {
+			ap_cfg.seed = u;
+			ap_cfg.seed_given = true;
+		}
 		return true;
 	case OPT_BOOL:
 		if (!parse_bool(val, &b))
@@ -128,8 +139,17 @@ void ap_config_init(void)
 				ap_log("%s=%s is not valid (%s); using the default", o->name, val, o->help);
 		}
 	}
+	if (!ap_cfg.seed_given) {
+		/* Two processes started at once must not sample alike. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ap_cfg.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 42) ^
+		              (uint64_t)(uintptr_t)&ts;
+	}
 	if (ap_cfg.verbose)
-		ap_log("options: ALLOCPROF_OUTPUT=%s ALLOCPROF_DEPTH=%u ALLOCPROF_CLOCK=%s", ap_cfg.output,
-		       ap_cfg.depth,
-		       ap_cfg.clock == AP_CLOCK_TSC ? "tsc" : ap_cfg.clock == AP_CLOCK_COUNTER ? "counter" : "auto");
+		ap_log("options: ALLOCPROF_OUTPUT=%s ALLOCPROF_DEPTH=%u ALLOCPROF_CLOCK=%s "
+		       "ALLOCPROF_SAMPLE_BYTES=%lu ALLOCPROF_SEED=%lu",
+		       ap_cfg.output, ap_cfg.depth,
+		       ap_cfg.clock == AP_CLOCK_TSC ? "tsc" : ap_cfg.clock == AP_CLOCK_COUNTER ? "counter" : "auto",
+		       (unsigned long)ap_cfg.sample_bytes, (unsigned long)ap_cfg.seed);
 }

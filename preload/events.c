@@ -316,6 +316,28 @@ void ap_event_lost(bool is_free)
 
 atomic_ulong ap_lost_total;
 
+/* Plain load and store, not a locked add: only the owner writes these. */
+static inline void bump(atomic_uint_fast64_t *c, uint64_t by)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+}
+
+void ap_count_alloc(size_t size)
+{
+	struct ap_thread *t = thread_self();
+	if (t) {
+		bump(&t->n_allocs, 1);
+		bump(&t->n_bytes, size);
+	}
+}
+
+void ap_count_free(void)
+{
+	struct ap_thread *t = thread_self();
+	if (t)
+		bump(&t->n_frees, 1);
+}
+
 /* ---- the meta stream ----------------------------------------------------------------------------- */
 
 static ap_spinlock meta_lock = ATOMIC_FLAG_INIT;

@@ -30,6 +30,8 @@ struct ap_thread {
 	/* Events dropped by re-entry from a signal handler; written as a LOST event at the next
 	 * event of the thread. Atomic because the handler interrupts the owner. */
 	atomic_uint lost_allocs, lost_frees;
+	/* Every call, recorded or not (TOTALS). Written by the owner only, read by the writer. */
+	atomic_uint_fast64_t n_allocs, n_bytes, n_frees;
 };
 
 typedef atomic_flag ap_spinlock;

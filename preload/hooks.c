@@ -152,7 +152,21 @@ static inline void leave(void)
 
 static void record_alloc(int api, void *p, size_t size)
 {
+	ap_count_alloc(size);
+	if (!ap_sample(size))
+		return;
+	if (ap_cfg.sample_bytes && !ap_sampled_add(p))
+		return; /* out of memory for the set: better unsampled than a free never written */
 	ap_event_alloc(api, p, size, ap_stacks_capture());
+}
+
+/* Writes the free of p if p's allocation was recorded; false if it was not (sampled mode). */
+static bool record_free(int api, void *p)
+{
+	if (ap_cfg.sample_bytes && !(ap_sampled_contains(p) && ap_sampled_remove(p)))
+		return false;
+	ap_event_free(api, p); /* stamped before the real call: see allocprof/trace.h */
+	return true;
 }
 
 /* ---- the interposed functions ------------------------------------------------------------------ */
@@ -199,7 +213,8 @@ AP_EXPORT void free(void *p)
 		real.free(p);
 		return;
 	}
-	ap_event_free(AP_API_FREE, p);
+	ap_count_free();
+	record_free(AP_API_FREE, p);
 	real.free(p);
 	leave();
 }
@@ -218,16 +233,25 @@ static void *do_realloc(int api, void *old, size_t n, size_t size)
 		return p;
 	}
 	bool rec = enter(old != NULL);
-	if (rec && old)
-		ap_event_free(api, old); /* stamped before the real call: see allocprof/trace.h */
+	bool freed = rec && old && record_free(api, old);
 	/* reallocarray is done here rather than by libc's, which calls realloc through the PLT,
 	 * that is, us again. */
 	void *p = overflow ? (errno = ENOMEM, NULL) : real.realloc(old, total);
 	if (rec) {
-		if (p)
+		if (p) {
+			if (old)
+				ap_count_free();
 			record_alloc(api, p, total);
-		else if (old && (overflow || total != 0))
-			ap_event_unfree(old); /* failed: the old block is untouched */
+		} else if (old && (overflow || total != 0)) {
+			/* Failed: the old block is untouched, as if nothing had happened. */
+			if (freed) {
+				if (ap_cfg.sample_bytes)
+					ap_sampled_add(old);
+				ap_event_unfree(old);
+			}
+		} else if (old) {
+			ap_count_free(); /* realloc(p, 0) freed p */
+		}
 		leave();
 	}
 	return p;
@@ -337,6 +361,7 @@ static void after_fork_child(void)
 	/* The child is not traced yet: its parent's file and writer thread are not its own. */
 	ap_sys_reset_tid();
 	ap_events_forked_child();
+	ap_sampler_forked_child();
 	ap_writer_forked_child();
 	atomic_store(&ap_state, AP_STATE_OFF);
 	ap_guard--;

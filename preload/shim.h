@@ -35,6 +35,9 @@ typedef struct ap_config {
 	int clock;          /* ALLOCPROF_CLOCK: enum ap_clock, 0 = choose */
 	bool quiet;         /* ALLOCPROF_QUIET */
 	bool verbose;       /* ALLOCPROF_VERBOSE: print the effective options */
+	uint64_t sample_bytes; /* ALLOCPROF_SAMPLE_BYTES: mean bytes between samples, 0 = all */
+	uint64_t seed;      /* ALLOCPROF_SEED: the sampler's seed (default: time, pid) */
+	bool seed_given;
 } ap_config;
 
 extern ap_config ap_cfg AP_HIDDEN;
@@ -97,6 +100,20 @@ static inline uint64_t ap_stamp(void)
 	return atomic_fetch_add(&ap_clock_counter, 1) + 1;
 }
 
+/* ---- sampler.c: which allocations are recorded in sampled mode --------------------------------- */
+
+bool ap_sample_slow(size_t size) AP_HIDDEN;
+/* Should an allocation of size bytes be recorded? Always in full mode. */
+static inline bool ap_sample(size_t size)
+{
+	return AP_LIKELY(!ap_cfg.sample_bytes) || ap_sample_slow(size);
+}
+/* The live blocks that were sampled (sampled mode only). */
+bool ap_sampled_add(const void *p) AP_HIDDEN;
+bool ap_sampled_contains(const void *p) AP_HIDDEN;
+bool ap_sampled_remove(const void *p) AP_HIDDEN;
+void ap_sampler_forked_child(void) AP_HIDDEN;
+
 /* ---- stacks.c: capture and deduplicate call stacks ------------------------------------------ */
 
 void ap_stacks_init(void) AP_HIDDEN;
@@ -124,6 +141,9 @@ void ap_event_free(int api, const void *p) AP_HIDDEN;
 void ap_event_unfree(const void *p) AP_HIDDEN;
 /* Counts an event that could not be recorded (re-entered from a signal handler). */
 void ap_event_lost(bool is_free) AP_HIDDEN;
+/* Counts every call, recorded or not, for the TOTALS record. */
+void ap_count_alloc(size_t size) AP_HIDDEN;
+void ap_count_free(void) AP_HIDDEN;
 
 /* Appends a complete record (kind + payload) to the meta stream: STACK, MODULE, UNLOAD,
  * THREAD records, which the writer puts before the events of the same round. */

@@ -192,9 +192,15 @@ void *ap_sys_alloc(size_t size)
 int ap_clock_kind = AP_CLOCK_COUNTER;
 atomic_uint_fast64_t ap_clock_counter;
 
-/* The TSC orders events across CPUs only when the kernel trusts it as its clocksource (it checks
- * that the counters are synchronised); otherwise a shared atomic counter is used, exact but
- * contended. ALLOCPROF_CLOCK forces either, which the tests use to cover both. */
+/* Two ways to stamp events, both exact (see "Stamps" in allocprof/trace.h):
+ *  - a process-wide atomic counter: one uncontended locked add (2 ns here) and deltas of 1 that
+ *    compress to nothing, but its cache line moves between CPUs when threads allocate at once;
+ *  - the TSC read with fences (25 ns in a VM here): no shared line, so it scales with CPUs, but it
+ *    orders events across CPUs only when the kernel trusts it as its clocksource (synchronised).
+ * With few CPUs the line has few places to move to, so the counter wins; with many, the TSC.
+ * ALLOCPROF_CLOCK forces either, which the tests use to cover both. */
+#define AP_TSC_MIN_CPUS 9
+
 void ap_clock_init(void)
 {
 	int kind = ap_cfg.clock;
@@ -203,7 +209,8 @@ void ap_clock_init(void)
 		char cs[64];
 		long n = ap_sys_read_file("/sys/devices/system/clocksource/clocksource0/current_clocksource",
 		                          cs, sizeof(cs));
-		kind = (n >= 3 && !strncmp(cs, "tsc", 3)) ? AP_CLOCK_TSC : AP_CLOCK_COUNTER;
+		bool tsc_ok = n >= 3 && !strncmp(cs, "tsc", 3);
+		kind = tsc_ok && sysconf(_SC_NPROCESSORS_ONLN) >= AP_TSC_MIN_CPUS ? AP_CLOCK_TSC : AP_CLOCK_COUNTER;
 	}
 #else
 	kind = AP_CLOCK_COUNTER;

@@ -159,9 +159,9 @@ static void write_header(void)
 	p = ap_put_varint(p, (uint64_t)ap_clock_kind);
 	p = ap_put_varint(p, ap_stamp());
 	p = ap_put_varint(p, ap_sys_monotonic_ns());
-	p = ap_put_varint(p, 0); /* sample_bytes: every allocation */
+	p = ap_put_varint(p, ap_cfg.sample_bytes);
 	p = ap_put_varint(p, ap_cfg.depth);
-	p = ap_put_varint(p, 0); /* seed */
+	p = ap_put_varint(p, ap_cfg.seed);
 	p = ap_put_varint(p, (uint64_t)sysconf(_SC_PAGESIZE));
 	p = put_str(p, end, exe, strlen(exe));
 	uint64_t argc = 0;
@@ -268,6 +268,22 @@ static void write_list(struct ap_buf *b, bool meta)
 	}
 }
 
+static void put_totals(uint64_t stamp)
+{
+	uint64_t allocs = 0, bytes = 0, frees = 0;
+	for (struct ap_thread *t = ap_threads_first(); t; t = t->next) {
+		allocs += atomic_load_explicit(&t->n_allocs, memory_order_relaxed);
+		bytes += atomic_load_explicit(&t->n_bytes, memory_order_relaxed);
+		frees += atomic_load_explicit(&t->n_frees, memory_order_relaxed);
+	}
+	uint8_t buf[4 * AP_VARINT_MAX], *p = buf;
+	p = ap_put_varint(p, stamp);
+	p = ap_put_varint(p, allocs);
+	p = ap_put_varint(p, bytes);
+	p = ap_put_varint(p, frees);
+	put_record(AP_REC_TOTALS, buf, (size_t)(p - buf));
+}
+
 /* One round; round_lock held. */
 static void round_locked(bool force_frame)
 {
@@ -298,6 +314,7 @@ static void round_locked(bool force_frame)
 		put_record(AP_REC_SYNC, buf, (size_t)(ap_put_varint(buf, w) - buf));
 	}
 	put_clock(w);
+	put_totals(w);
 	end_frame();
 }
 
@@ -380,6 +397,7 @@ static void write_end(void)
 	for (int i = 0; i < AP_CNT__COUNT; i++)
 		p = ap_put_varint(p, counters[i]);
 	put_record(AP_REC_END, buf, (size_t)(p - buf));
+	put_totals(ap_stamp());
 	end_frame();
 }
 

@@ -1,7 +1,7 @@
 /*
  * allocprof trace format, version 1: the one contract between the shim (liballocprof.so), which
  * writes traces, and the analyzer (allocprof), which reads them. Readers in other languages need
- * only this file; doc/FORMAT.md in the source tree says the same in prose with an example.
+ * only this file; FORMAT.md beside this file says the same in prose, with a reader in Python.
  *
  * ## Layers
  *
@@ -95,6 +95,11 @@ enum ap_record_kind {
 	/* EXIT, appended by `allocprof record` after the process ended:
 	 *   varint how (enum ap_end_how), varint status (exit code or signal number). */
 	AP_REC_EXIT = 10,
+	/* TOTALS, the exact number of calls, sampled or not, since the start of the process,
+	 * written every round (a reader keeps the last one):
+	 *   varint stamp, varint alloc_calls, varint alloc_bytes (requested), varint free_calls
+	 *   (frees of non-NULL pointers). In sampled mode these are what the estimates estimate. */
+	AP_REC_TOTALS = 11,
 };
 
 /* Events inside a CHUNK. The u8 tag is (event | api << 4). Stamps are deltas from the previous
