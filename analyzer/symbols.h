@@ -72,4 +72,17 @@ void ap_symbols_unload(ap_symbols *s, uint32_t module_id, uint32_t new_generatio
 size_t ap_symbols_resolve(ap_symbols *s, uint32_t generation, uint64_t ret_addr,
                           const ap_symframe **out);
 
+/* ---- Module list, for writers that describe the address space (the pprof export) ---- */
+
+/* Number of module records added so far, every generation included. */
+size_t ap_symbols_module_count(const ap_symbols *s);
+
+/* Module record i (0 <= i < ap_symbols_module_count), in the order they were added, into *out
+ * (pointers stay valid until ap_symbols_free). Returns false when i is out of range. */
+bool ap_symbols_module_get(const ap_symbols *s, size_t i, ap_module_desc *out);
+
+/* Index (for ap_symbols_module_get) of the module that maps address pc in generation, or -1 when
+ * no module does. This is the module ap_symbols_resolve uses for a return address of pc + 1. */
+long ap_symbols_module_index(ap_symbols *s, uint32_t generation, uint64_t pc);
+
 #endif

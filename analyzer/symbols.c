@@ -1,0 +1,485 @@
+/*
+ * symbols: offline symbolization of recorded return addresses (see symbols.h).
+ *
+ * This file keeps the books: which module maps an address in which generation; one opened file
+ * (symfile.c, which does the libdwfl work) per path and build-id, shared by every module record
+ * that maps it, so a plugin dlopen'ed again after a dlclose is parsed once; the result cache; and
+ * the arena that keeps returned strings alive.
+ */
+#include "symbols.h"
+
+#include "demangle.h"
+#include "symfile.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GEN_FOREVER UINT32_MAX
+#define NO_MODULE UINT32_MAX
+/* Deeper inline chains exist only in pathological code; past it the outer inlined frames are
+ * dropped (the physical frame is always kept). */
+#define MAX_FRAMES 64
+#define ARENA_CHUNK (64 * 1024)
+
+/* One ELF file on disk, shared by every module record that maps it. */
+struct elf_file {
+	const char *path;
+	const uint8_t *build_id;
+	size_t build_id_len;
+	enum { FILE_UNOPENED, FILE_OK, FILE_BAD } state;
+	ap_symfile *sf;
+};
+
+struct module {
+	uint32_t id, gen_from, gen_to;
+	uint64_t base;
+	const char *path, *name; /* name: basename, for the "name+0xoffset" fallback */
+	const ap_segment *segs;
+	size_t nsegs;
+	struct elf_file *file;
+};
+
+/* One PT_LOAD segment at its runtime addresses, [start, end). */
+struct range {
+	uint64_t start, end;
+	uint32_t mod;
+};
+
+struct cache_ent {
+	uint64_t pc;
+	uint32_t mod, n;
+	const ap_symframe *frames; /* NULL: empty slot */
+};
+
+struct chunk {
+	struct chunk *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+struct ap_symbols {
+	ap_symbols_warn_fn warn;
+	void *warn_ctx;
+	/* libdwfl keeps a pointer to the callbacks and reads debuginfo_path through it. */
+	Dwfl_Callbacks callbacks;
+	char *debuginfo_path;
+
+	struct module *mods;
+	size_t nmods, capmods;
+	struct elf_file **files;
+	size_t nfiles, capfiles;
+
+	struct range *ranges;
+	size_t nranges, capranges;
+	uint64_t max_range;
+	bool ranges_sorted;
+
+	struct cache_ent *cache;
+	size_t cache_n, cache_cap;
+	const char **strs; /* interned strings, open addressing */
+	size_t strs_n, strs_cap;
+	struct chunk *arena;
+};
+
+/* What resolve returns when it cannot allocate: better a visible gap than a crash. */
+static const ap_symframe oom_frame = {.function = "<out of memory>"};
+
+static void *arena_alloc(ap_symbols *s, size_t n)
+{
+	n = (n + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+	struct chunk *c = s->arena;
+	if (c == NULL || c->cap - c->used < n) {
+		size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+		c = malloc(sizeof(*c) + cap);
+		if (c == NULL)
+			return NULL;
+		c->cap = cap;
+		c->used = 0;
+		/* A chunk made for one large object goes behind the current one, which may still have
+		 * room for small ones. */
+		if (s->arena != NULL && cap > ARENA_CHUNK) {
+			c->next = s->arena->next;
+			s->arena->next = c;
+		} else {
+			c->next = s->arena;
+			s->arena = c;
+		}
+	}
+	void *p = (char *)c->data + c->used;
+	c->used += n;
+	return p;
+}
+
+static void *arena_dup(ap_symbols *s, const void *p, size_t n)
+{
+	void *q = arena_alloc(s, n ? n : 1);
+	if (q != NULL && n)
+		memcpy(q, p, n);
+	return q;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 0x100000001b3u;
+	return h;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdu;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53u;
+	return x ^ (x >> 33);
+}
+
+/* File names and function names repeat across thousands of frames: each is stored once. */
+static const char *intern(ap_symbols *s, const char *str)
+{
+	if (str == NULL)
+		return NULL;
+	if (2 * (s->strs_n + 1) > s->strs_cap) {
+		size_t cap = s->strs_cap ? 2 * s->strs_cap : 1024;
+		const char **t = calloc(cap, sizeof(*t));
+		if (t == NULL)
+			return NULL;
+		for (size_t i = 0; i < s->strs_cap; i++) {
+			if (s->strs[i] == NULL)
+				continue;
+			size_t j = hash_bytes(s->strs[i], strlen(s->strs[i])) & (cap - 1);
+			while (t[j] != NULL)
+				j = (j + 1) & (cap - 1);
+			t[j] = s->strs[i];
+		}
+		free(s->strs);
+		s->strs = t;
+		s->strs_cap = cap;
+	}
+	size_t len = strlen(str);
+	size_t j = hash_bytes(str, len) & (s->strs_cap - 1);
+	for (; s->strs[j] != NULL; j = (j + 1) & (s->strs_cap - 1))
+		if (strcmp(s->strs[j], str) == 0)
+			return s->strs[j];
+	char *copy = arena_dup(s, str, len + 1);
+	if (copy == NULL)
+		return NULL;
+	s->strs[j] = copy;
+	s->strs_n++;
+	return copy;
+}
+
+static void warnf(ap_symbols *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warnf(ap_symbols *s, const char *fmt, ...)
+{
+	if (s->warn == NULL)
+		return;
+	char buf[8192];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	s->warn(s->warn_ctx, buf);
+}
+
+ap_symbols *ap_symbols_new(ap_symbols_warn_fn warn, void *warn_ctx)
+{
+	ap_symbols *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->warn = warn;
+	s->warn_ctx = warn_ctx;
+	s->callbacks.find_elf = dwfl_build_id_find_elf;
+	/* Looks in the file itself, then by build-id and by .gnu_debuglink along debuginfo_path. */
+	s->callbacks.find_debuginfo = dwfl_standard_find_debuginfo;
+	s->callbacks.section_address = dwfl_offline_section_address;
+	s->callbacks.debuginfo_path = &s->debuginfo_path;
+	s->ranges_sorted = true;
+	return s;
+}
+
+void ap_symbols_free(ap_symbols *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->nfiles; i++)
+		ap_symfile_close(s->files[i]->sf);
+	free(s->files);
+	free(s->mods);
+	free(s->ranges);
+	free(s->cache);
+	free(s->strs);
+	for (struct chunk *c = s->arena, *next; c != NULL; c = next) {
+		next = c->next;
+		free(c);
+	}
+	free(s);
+}
+
+int ap_symbols_set_debuginfo_path(ap_symbols *s, const char *path)
+{
+	/* Dwfls already made read the path through the callbacks, so the old string must outlive
+	 * them: it stays in the arena. */
+	char *copy = NULL;
+	if (path != NULL && (copy = arena_dup(s, path, strlen(path) + 1)) == NULL)
+		return -ENOMEM;
+	s->debuginfo_path = copy;
+	return 0;
+}
+
+/* Grows the array *arrp (any pointer type: it is accessed through memcpy, which may alias it). */
+static bool grow(void *arrp, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return true;
+	size_t cap2 = *cap ? *cap : 16;
+	while (cap2 < need)
+		cap2 *= 2;
+	void *arr;
+	memcpy(&arr, arrp, sizeof(arr));
+	void *p = realloc(arr, cap2 * elem);
+	if (p == NULL)
+		return false;
+	memcpy(arrp, &p, sizeof(p));
+	*cap = cap2;
+	return true;
+}
+
+static struct elf_file *file_for(ap_symbols *s, const char *path, const uint8_t *bid, size_t bid_len)
+{
+	for (size_t i = 0; i < s->nfiles; i++) {
+		struct elf_file *f = s->files[i];
+		if (f->build_id_len == bid_len && strcmp(f->path, path) == 0 &&
+		    (bid_len == 0 || memcmp(f->build_id, bid, bid_len) == 0))
+			return f;
+	}
+	if (!grow(&s->files, &s->capfiles, s->nfiles + 1, sizeof(*s->files)))
+		return NULL;
+	struct elf_file *f = arena_alloc(s, sizeof(*f));
+	if (f == NULL)
+		return NULL;
+	*f = (struct elf_file){.path = path, .build_id = bid, .build_id_len = bid_len};
+	s->files[s->nfiles++] = f;
+	return f;
+}
+
+int ap_symbols_add_module(ap_symbols *s, const ap_module_desc *m)
+{
+	const char *path = intern(s, m->path != NULL ? m->path : "");
+	const uint8_t *bid = arena_dup(s, m->build_id, m->build_id_len);
+	const ap_segment *segs = arena_dup(s, m->segs, m->nsegs * sizeof(*m->segs));
+	if (path == NULL || bid == NULL || segs == NULL ||
+	    !grow(&s->mods, &s->capmods, s->nmods + 1, sizeof(*s->mods)) ||
+	    !grow(&s->ranges, &s->capranges, s->nranges + m->nsegs, sizeof(*s->ranges)))
+		return -ENOMEM;
+	struct elf_file *file = file_for(s, path, bid, m->build_id_len);
+	if (file == NULL)
+		return -ENOMEM;
+	const char *slash = strrchr(path, '/');
+	uint32_t idx = (uint32_t)s->nmods++;
+	s->mods[idx] = (struct module){
+		.id = m->id, .gen_from = m->generation, .gen_to = GEN_FOREVER, .base = m->base,
+		.path = path, .name = slash != NULL ? slash + 1 : path,
+		.segs = segs, .nsegs = m->nsegs, .file = file,
+	};
+	for (size_t i = 0; i < m->nsegs; i++) {
+		if (m->segs[i].memsz == 0)
+			continue;
+		uint64_t start = m->base + m->segs[i].vaddr;
+		s->ranges[s->nranges++] = (struct range){start, start + m->segs[i].memsz, idx};
+		if (m->segs[i].memsz > s->max_range)
+			s->max_range = m->segs[i].memsz;
+	}
+	s->ranges_sorted = false;
+	return 0;
+}
+
+void ap_symbols_unload(ap_symbols *s, uint32_t module_id, uint32_t new_generation)
+{
+	/* Newest first: an id is unique, but if a trace repeated one, the live record is meant. */
+	for (size_t i = s->nmods; i-- > 0;) {
+		if (s->mods[i].id == module_id && s->mods[i].gen_to == GEN_FOREVER) {
+			s->mods[i].gen_to = new_generation;
+			return;
+		}
+	}
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct range *x = a, *y = b;
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	return x->mod < y->mod ? -1 : x->mod > y->mod;
+}
+
+/* Returns the index of the module that maps pc in generation gen, or NO_MODULE. */
+static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
+{
+	if (!s->ranges_sorted && s->nranges > 0) {
+		qsort(s->ranges, s->nranges, sizeof(*s->ranges), range_cmp);
+		s->ranges_sorted = true;
+	}
+	size_t lo = 0, hi = s->nranges;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->ranges[mid].start <= pc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	uint32_t best = NO_MODULE;
+	/* Ranges of other generations may overlap, so walk back over every range that could still
+	 * reach pc: none starting more than the longest range length before it can. */
+	for (size_t i = lo; i-- > 0;) {
+		const struct range *r = &s->ranges[i];
+		if (pc - r->start >= s->max_range)
+			break;
+		const struct module *m = &s->mods[r->mod];
+		if (pc < r->end && m->gen_from <= gen && gen < m->gen_to &&
+		    (best == NO_MODULE || r->mod > best))
+			best = r->mod; /* several alive at once cannot happen; the latest recorded wins */
+	}
+	return best;
+}
+
+/* The file of module m, opened on first use; warns at most once per file. */
+static ap_symfile *file_of(ap_symbols *s, const struct module *m)
+{
+	struct elf_file *f = m->file;
+	if (f->state == FILE_UNOPENED) {
+		char problem[512];
+		f->sf = ap_symfile_open(&s->callbacks, f->path, f->build_id, f->build_id_len, m->segs,
+		                        m->nsegs, problem, sizeof(problem));
+		f->state = f->sf != NULL ? FILE_OK : FILE_BAD;
+		if (problem[0] != 0)
+			warnf(s, "warning: %s: %s; its frames are shown as module+offset", f->path, problem);
+	}
+	return f->sf;
+}
+
+/* The frames of pc in module mi, uncached; the fallback "name+0xoffset" when nothing is known. */
+static size_t resolve_in_module(ap_symbols *s, uint32_t mi, uint64_t pc, ap_symframe *out)
+{
+	const struct module *m = &s->mods[mi];
+	uint64_t addr = pc - m->base;
+	ap_rawframe raw[MAX_FRAMES];
+	ap_symfile *sf = file_of(s, m);
+	size_t n = sf != NULL ? ap_symfile_lookup(sf, addr, raw, MAX_FRAMES) : 0;
+	for (size_t i = 0; i < n; i++) {
+		char *d = ap_demangle(raw[i].function);
+		out[i] = (ap_symframe){
+			.function = intern(s, d != NULL ? d : raw[i].function), .file = intern(s, raw[i].file),
+			.line = raw[i].line, .inlined = raw[i].inlined, .resolved = true,
+		};
+		free(d);
+	}
+	if (n == 0) {
+		char buf[4096];
+		snprintf(buf, sizeof(buf), "%s+0x%" PRIx64, m->name, addr);
+		out[n++] = (ap_symframe){.function = intern(s, buf)};
+	}
+	for (size_t i = 0; i < n; i++) {
+		out[i].module = m->path;
+		out[i].module_offset = addr;
+		out[i].pc = pc;
+	}
+	return n;
+}
+
+static struct cache_ent *cache_slot(ap_symbols *s, uint32_t mod, uint64_t pc)
+{
+	size_t j = mix64(pc ^ ((uint64_t)mod << 40)) & (s->cache_cap - 1);
+	while (s->cache[j].frames != NULL && (s->cache[j].pc != pc || s->cache[j].mod != mod))
+		j = (j + 1) & (s->cache_cap - 1);
+	return &s->cache[j];
+}
+
+static bool cache_reserve(ap_symbols *s)
+{
+	if (2 * (s->cache_n + 1) <= s->cache_cap)
+		return true;
+	size_t cap = s->cache_cap ? 2 * s->cache_cap : 4096;
+	struct cache_ent *old = s->cache;
+	size_t oldcap = s->cache_cap;
+	s->cache = calloc(cap, sizeof(*s->cache));
+	if (s->cache == NULL) {
+		s->cache = old;
+		return false;
+	}
+	s->cache_cap = cap;
+	for (size_t i = 0; i < oldcap; i++)
+		if (old[i].frames != NULL)
+			*cache_slot(s, old[i].mod, old[i].pc) = old[i];
+	free(old);
+	return true;
+}
+
+size_t ap_symbols_resolve(ap_symbols *s, uint32_t generation, uint64_t ret_addr,
+                          const ap_symframe **out)
+{
+	/* The return address is the instruction after the call, which may belong to the next line
+	 * or even the next function (a call to a noreturn function ends its caller). */
+	uint64_t pc = ret_addr != 0 ? ret_addr - 1 : 0;
+	uint32_t mi = find_module(s, generation, pc);
+	*out = &oom_frame;
+	if (!cache_reserve(s))
+		return 1;
+	struct cache_ent *e = cache_slot(s, mi, pc);
+	if (e->frames != NULL) {
+		*out = e->frames;
+		return e->n;
+	}
+
+	ap_symframe fr[MAX_FRAMES];
+	size_t n = 1;
+	if (mi != NO_MODULE) {
+		n = resolve_in_module(s, mi, pc, fr);
+	} else {
+		char buf[32];
+		snprintf(buf, sizeof(buf), "0x%" PRIx64, ret_addr);
+		fr[0] = (ap_symframe){.function = intern(s, buf), .pc = pc};
+	}
+	for (size_t i = 0; i < n; i++)
+		if (fr[i].function == NULL)
+			return 1; /* interning failed: out of memory */
+	ap_symframe *frames = arena_dup(s, fr, n * sizeof(fr[0]));
+	if (frames == NULL)
+		return 1;
+	/* The slot found above still holds: nothing since has touched the cache. */
+	*e = (struct cache_ent){.pc = pc, .mod = mi, .n = (uint32_t)n, .frames = frames};
+	s->cache_n++;
+	*out = frames;
+	return n;
+}
+
+/* ---- module list ---------------------------------------------------------------------------- */
+
+size_t ap_symbols_module_count(const ap_symbols *s)
+{
+	return s->nmods;
+}
+
+bool ap_symbols_module_get(const ap_symbols *s, size_t i, ap_module_desc *out)
+{
+	if (i >= s->nmods)
+		return false;
+	const struct module *m = &s->mods[i];
+	*out = (ap_module_desc){
+		.id = m->id, .generation = m->gen_from, .base = m->base, .path = m->path,
+		.build_id = m->file->build_id, .build_id_len = m->file->build_id_len,
+		.segs = m->segs, .nsegs = m->nsegs,
+	};
+	return true;
+}
+
+long ap_symbols_module_index(ap_symbols *s, uint32_t generation, uint64_t pc)
+{
+	uint32_t mi = find_module(s, generation, pc);
+	return mi == NO_MODULE ? -1 : (long)mi;
+}
