@@ -24,7 +24,8 @@
 #include "util.h"
 
 static const char record_usage[] =
-	"usage: allocprof record [-o PATH] [--depth N] [--clock auto|tsc|counter] [--quiet] -- CMD [ARGS...]\n";
+	"usage: allocprof record [-o PATH] [--sample-bytes N] [--seed N] [--depth N] [--clock auto|tsc|counter]\n"
+	"                        [--quiet] -- CMD [ARGS...]\n";
 
 static bool readable(const char *path)
 {
@@ -188,6 +189,8 @@ int ap_record_main(int argc, char **argv)
 		{"output", required_argument, NULL, 'o'},
 		{"depth", required_argument, NULL, 'd'},
 		{"clock", required_argument, NULL, 'c'},
+		{"sample-bytes", required_argument, NULL, 's'},
+		{"seed", required_argument, NULL, 'S'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -207,6 +210,12 @@ int ap_record_main(int argc, char **argv)
 			break;
 		case 'c':
 			setenv("ALLOCPROF_CLOCK", optarg, 1);
+			break;
+		case 's':
+			setenv("ALLOCPROF_SAMPLE_BYTES", optarg, 1);
+			break;
+		case 'S':
+			setenv("ALLOCPROF_SEED", optarg, 1);
 			break;
 		case 'q':
 			quiet = true;
