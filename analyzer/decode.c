@@ -38,6 +38,7 @@ struct reader {
 	uint64_t offset; /* decompressed bytes consumed before buf[0] */
 	AP_VEC(struct pending) pending;
 	uint64_t seq, sync;
+	uint32_t nstacks, max_stack; /* STACK records seen, largest id defined */
 	AP_VEC(uint64_t) frames;
 	AP_VEC(ap_segment) segs;
 	AP_VEC(const char *) argv;
@@ -220,6 +221,10 @@ static int rec_chunk(struct reader *r, struct cur *c)
 			ev.addr = addr;
 			ev.size = cu(c);
 			ev.stack = cu32(c);
+			/* The writer puts a STACK record before any event naming it. */
+			if (!c->bad && ev.stack > r->max_stack)
+				return fail(r, AP_E_CORRUPT, "corrupt trace: an event of thread %u refers to stack %u, "
+				            "which was never defined", ev.tid, ev.stack);
 			break;
 		case AP_EV_FREE:
 		case AP_EV_UNFREE:
@@ -338,6 +343,13 @@ static int rec_stack(struct reader *r, struct cur *c)
 	}
 	if (c->bad)
 		return fail(r, AP_E_CORRUPT, "corrupt trace: malformed stack record");
+	/* Ids are handed out in sequence (a lost insertion race wastes one now and then), so an id
+	 * far beyond the number of stacks seen is corruption, not a reason to allocate gigabytes. */
+	if (s.id > 2 * (uint64_t)r->nstacks + 4096)
+		return fail(r, AP_E_CORRUPT, "corrupt trace: stack id %u out of range", s.id);
+	r->nstacks++;
+	if (s.id > r->max_stack)
+		r->max_stack = s.id;
 	s.nframes = (uint32_t)n;
 	s.frames = r->frames.v;
 	if (r->ops->stack)

@@ -250,8 +250,8 @@ int ap_profile_load(ap_profile *p, const char *path)
 		        "figures are those up to the cut",
 		        path);
 	else if (!p->rr.end.has_end)
-		ap_warn("%s: warning: the trace has no end record (the program did not exit normally); "
-		        "figures are those up to its last write",
+		ap_warn("%s: warning: the trace has no end record: the program was killed (or exec'ed), or the "
+		        "file is truncated; figures are those up to its last write",
 		        path);
 	if (p->lost_allocs || p->lost_frees)
 		ap_warn("%s: warning: %llu allocations and %llu frees made from signal handlers inside the "

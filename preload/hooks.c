@@ -36,6 +36,7 @@ static struct {
 	void *(*pvalloc)(size_t);
 	size_t (*malloc_usable_size)(void *);
 	int (*dlclose)(void *);
+	int (*pipe2)(int *, int);
 } real;
 
 /* ---- bootstrap --------------------------------------------------------------------------------- */
@@ -89,6 +90,7 @@ static void resolve(void)
 	R(pvalloc);
 	R(malloc_usable_size);
 	R(dlclose);
+	R(pipe2);
 #undef R
 	tl_resolving = false;
 	if (!real.malloc || !real.free || !real.calloc || !real.realloc) {
@@ -336,6 +338,23 @@ AP_EXPORT int dlclose(void *h)
 		ap_guard = 2;
 		ap_modules_scan(false);
 		ap_guard = 0;
+	}
+	return r;
+}
+
+/* pipe2: libunwind opens a pipe when it starts (it writes to it to test whether an address is
+ * readable). Created from inside the shim, it would take the program's lowest free descriptors
+ * (the program's next open() would return 5 instead of 3), and a program that closed and reused
+ * them would get libunwind's bytes in its own files. So a pipe made while this thread is inside
+ * the shim goes to high close-on-exec descriptors; the program's own calls pass straight through. */
+AP_EXPORT int pipe2(int fds[2], int flags)
+{
+	if (!ready() || !real.pipe2)
+		return errno = ENOSYS, -1;
+	int r = real.pipe2(fds, flags);
+	if (r == 0 && ap_guard) {
+		fds[0] = ap_sys_move_high(fds[0]);
+		fds[1] = ap_sys_move_high(fds[1]);
 	}
 	return r;
 }

@@ -76,6 +76,9 @@ int ap_sys_write_all(int fd, const void *buf, size_t len) AP_HIDDEN;
  * adding ".N" when the name is taken; moves it to a high close-on-exec descriptor. Returns the
  * descriptor and stores the name in path_out, or -errno. */
 int ap_sys_create_trace(const char *pattern, char *path_out, size_t path_size) AP_HIDDEN;
+/* Moves fd to a high close-on-exec descriptor (closing fd); returns the new one, or fd itself
+ * when that is not possible. */
+int ap_sys_move_high(int fd) AP_HIDDEN;
 /* Reads a small file (e.g. under /proc) into buf, NUL-terminated. Bytes read, or -errno. */
 long ap_sys_read_file(const char *path, char *buf, size_t size) AP_HIDDEN;
 

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -321,8 +322,24 @@ static void expand_pattern(const char *pattern, char *out, size_t size)
 }
 
 /* A high descriptor stays out of the way of programs that expect their own to be the lowest
- * free ones (dup2 over 0-2, "the next open returns 3"). */
+ * free ones (dup2 over 0-2, "the next open returns 3"). Below the descriptor limit, which some
+ * programs lower. */
 #define AP_HIGH_FD 800
+
+int ap_sys_move_high(int fd)
+{
+	struct rlimit rl;
+	long floor = AP_HIGH_FD;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur - 16 < floor)
+		floor = (long)rl.rlim_cur - 16;
+	if (fd < 0 || floor <= 3 || fd >= floor)
+		return fd;
+	int high = fcntl(fd, F_DUPFD_CLOEXEC, (int)floor);
+	if (high < 0)
+		return fd;
+	close(fd);
+	return high;
+}
 
 int ap_sys_create_trace(const char *pattern, char *path_out, size_t path_size)
 {
@@ -339,12 +356,7 @@ int ap_sys_create_trace(const char *pattern, char *path_out, size_t path_size)
 				continue;
 			return -errno;
 		}
-		int high = fcntl(fd, F_DUPFD_CLOEXEC, AP_HIGH_FD);
-		if (high >= 0) {
-			close(fd);
-			fd = high;
-		}
-		return fd;
+		return ap_sys_move_high(fd);
 	}
 	return -EEXIST;
 }
