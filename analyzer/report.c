@@ -1,5 +1,6 @@
 /*
- * report.c: aggregation by function and the `top` view (text, as pprof prints it, and JSON).
+ * report.c: the path every view shares (stack filter, aggregation into nodes and edges, value
+ * formats, JSON pieces) and the `top` view, in pprof's text shape or as JSON.
  */
 #include "report.h"
 
@@ -8,27 +9,20 @@
 #include <string.h>
 #include <time.h>
 
-static ap_row *row_for(ap_rows *r, const char *name)
+/* ---- filter ------------------------------------------------------------------------------------------ */
+
+/* pprof's Location.matchesName: a regex selects a frame by its function, its file or its module,
+ * so `--focus libpython` and `--ignore /usr/include/` work as well as function names. */
+static bool frame_matches(const regex_t *re, const ap_symframe *f)
 {
-	uint64_t key = ap_hash_str(name) | 1;
-	for (;; key += 2) {
-		bool added;
-		uint64_t *slot = ap_map_put(&r->index, key, &added);
-		if (added) {
-			ap_row row = {.name = name, .last_site = UINT32_MAX};
-			AP_VEC_PUSH(r->rows, row);
-			*slot = r->rows.n;
-			return &r->rows.v[r->rows.n - 1];
-		}
-		ap_row *row = &r->rows.v[*slot - 1];
-		if (row->name == name || !strcmp(row->name, name))
-			return row;
-	}
+	return regexec(re, f->function, 0, NULL, 0) == 0 ||
+	       (f->file && regexec(re, f->file, 0, NULL, 0) == 0) ||
+	       (f->module && regexec(re, f->module, 0, NULL, 0) == 0);
 }
 
-void ap_rows_build(ap_profile *p, bool show_allocator, ap_rows *out)
+void ap_walk_stacks(ap_profile *p, const ap_view_opts *o, double total[AP_M__COUNT], ap_stack_fn fn,
+                    void *ctx)
 {
-	memset(out, 0, sizeof(*out));
 	ap_frame_vec frames = {0};
 	for (uint32_t id = 0; id < p->sites.n; id++) {
 		const ap_site *s = &p->sites.v[id];
@@ -38,35 +32,200 @@ void ap_rows_build(ap_profile *p, bool show_allocator, ap_rows *out)
 		if (!any)
 			continue;
 		for (int m = 0; m < AP_M__COUNT; m++)
-			out->total[m] += fabs(s->v[m]);
-		size_t n = ap_profile_site_frames(p, id, show_allocator, &frames);
-		for (size_t i = 0; i < n; i++) {
-			ap_row *row = row_for(out, frames.v[i]->function);
-			if (i == 0)
-				for (int m = 0; m < AP_M__COUNT; m++)
-					row->flat[m] += s->v[m];
-			if (row->last_site == id)
-				continue;
-			row->last_site = id;
-			for (int m = 0; m < AP_M__COUNT; m++)
-				row->cum[m] += s->v[m];
+			total[m] += fabs(s->v[m]);
+		size_t n = ap_profile_site_frames(p, id, o->show_allocator, &frames);
+		bool focused = !o->has_focus, ignored = false;
+		for (size_t i = 0; i < n && !ignored; i++) {
+			if (o->has_ignore && frame_matches(&o->ignore, frames.v[i]))
+				ignored = true;
+			if (!focused && frame_matches(&o->focus, frames.v[i]))
+				focused = true;
 		}
+		if (!focused || ignored)
+			continue;
+		ap_stack_view sv = {.site = id, .v = s->v, .frames = frames.v, .n = n};
+		fn(ctx, &sv);
 	}
 	AP_VEC_FREE(frames);
 }
 
-void ap_rows_free(ap_rows *r)
+/* ---- aggregation ------------------------------------------------------------------------------------- */
+
+static bool str_eq(const char *a, const char *b)
 {
-	AP_VEC_FREE(r->rows);
-	ap_map_free(&r->index);
+	return a == b || (a && b && !strcmp(a, b));
 }
 
+/* The identity of the node a frame belongs to at granularity g. */
+typedef struct node_key {
+	const char *function, *file, *module;
+	uint32_t line;
+	uint64_t offset;
+} node_key;
+
+static node_key key_of(const ap_symframe *f, enum ap_granularity g)
+{
+	node_key k = {.function = f->function};
+	if (g == AP_G_FUNCTION)
+		return k;
+	if (f->file) {
+		k.file = f->file;
+		k.line = f->line;
+	} else if (g == AP_G_LIST) {
+		k.module = f->module;
+		k.offset = f->module_offset;
+	}
+	return k;
+}
+
+static uint64_t key_hash(const node_key *k)
+{
+	uint64_t h = ap_hash_str(k->function);
+	if (k->file)
+		h ^= ap_hash64(ap_hash_str(k->file) + k->line);
+	if (k->module)
+		h ^= ap_hash64(ap_hash_str(k->module) ^ k->offset);
+	else
+		h ^= ap_hash64(k->offset + 1);
+	return h | 1; /* map keys must be non-zero; probing steps by 2 keeps them odd */
+}
+
+const char *ap_frame_name(const ap_symframe *f, enum ap_granularity g, char **buf, size_t *cap)
+{
+	if (g == AP_G_FUNCTION || !f->file)
+		return f->function;
+	size_t need = strlen(f->function) + strlen(f->file) + 16;
+	if (need > *cap) {
+		*buf = ap_xrealloc(*buf, need);
+		*cap = need;
+	}
+	if (f->line)
+		snprintf(*buf, *cap, "%s %s:%u", f->function, f->file, f->line);
+	else
+		snprintf(*buf, *cap, "%s %s", f->function, f->file);
+	return *buf;
+}
+
+typedef struct build_ctx {
+	ap_rows *r;
+	enum ap_granularity g;
+	bool with_edges;
+	char *buf;
+	size_t cap;
+} build_ctx;
+
+static uint32_t row_for(build_ctx *b, const ap_symframe *f)
+{
+	ap_rows *r = b->r;
+	node_key k = key_of(f, b->g);
+	for (uint64_t key = key_hash(&k);; key += 2) {
+		bool added;
+		uint64_t *slot = ap_map_put(&r->index, key, &added);
+		if (added) {
+			ap_row row = {.function = k.function, .file = k.file, .line = k.line,
+			              .module = k.module, .offset = k.offset, .last_stack = UINT32_MAX};
+			row.name = ap_frame_name(f, b->g, &b->buf, &b->cap);
+			if (row.name == b->buf) {
+				row.name = ap_xstrdup(b->buf);
+				AP_VEC_PUSH(r->names, (char *)row.name);
+			}
+			AP_VEC_PUSH(r->rows, row);
+			*slot = r->rows.n;
+			return (uint32_t)(r->rows.n - 1);
+		}
+		ap_row *row = &r->rows.v[*slot - 1];
+		if (str_eq(row->function, k.function) && str_eq(row->file, k.file) && row->line == k.line &&
+		    str_eq(row->module, k.module) && row->offset == k.offset)
+			return (uint32_t)(*slot - 1);
+	}
+}
+
+static void add_edge(ap_rows *r, uint32_t from, uint32_t to, bool inlined, const double *v)
+{
+	for (uint64_t key = (ap_hash64(((uint64_t)from << 32) | to) | 1);; key += 2) {
+		bool added;
+		uint64_t *slot = ap_map_put(&r->edge_index, key, &added);
+		if (added) {
+			ap_edge e = {.from = from, .to = to, .last_stack = UINT32_MAX};
+			AP_VEC_PUSH(r->edges, e);
+			*slot = r->edges.n;
+		}
+		ap_edge *e = &r->edges.v[*slot - 1];
+		if (e->from != from || e->to != to)
+			continue;
+		e->inlined |= inlined;
+		if (e->last_stack != r->nstacks) {
+			e->last_stack = r->nstacks;
+			for (int m = 0; m < AP_M__COUNT; m++)
+				e->w[m] += v[m];
+		}
+		return;
+	}
+}
+
+/* pprof's graph construction: walk from the root to the leaf; every distinct node of the stack
+ * gets v in cum once, every distinct caller->callee pair once, the leaf gets v in flat. */
+static void build_one(void *ctx, const ap_stack_view *s)
+{
+	build_ctx *b = ctx;
+	ap_rows *r = b->r;
+	uint32_t parent = UINT32_MAX;
+	for (size_t i = s->n; i-- > 0;) {
+		const ap_symframe *f = s->frames[i];
+		uint32_t node = row_for(b, f);
+		ap_row *row = &r->rows.v[node];
+		if (row->last_stack != r->nstacks) {
+			row->last_stack = r->nstacks;
+			for (int m = 0; m < AP_M__COUNT; m++)
+				row->cum[m] += s->v[m];
+		}
+		if (parent != UINT32_MAX && parent != node) {
+			if (f->inlined)
+				row->inline_in = true;
+			else
+				row->plain_in = true;
+			if (b->with_edges)
+				add_edge(r, parent, node, f->inlined, s->v);
+		}
+		if (i == 0)
+			for (int m = 0; m < AP_M__COUNT; m++)
+				row->flat[m] += s->v[m];
+		parent = node;
+	}
+	r->nstacks++;
+}
+
+void ap_rows_build(ap_profile *p, const ap_view_opts *o, enum ap_granularity g, bool with_edges,
+                   ap_rows *out)
+{
+	memset(out, 0, sizeof(*out));
+	build_ctx b = {.r = out, .g = g, .with_edges = with_edges};
+	ap_walk_stacks(p, o, out->total, build_one, &b);
+	free(b.buf);
+}
+
+void ap_rows_free(ap_rows *r)
+{
+	for (size_t i = 0; i < r->names.n; i++)
+		free(r->names.v[i]);
+	AP_VEC_FREE(r->names);
+	AP_VEC_FREE(r->rows);
+	AP_VEC_FREE(r->edges);
+	ap_map_free(&r->index);
+	ap_map_free(&r->edge_index);
+	free(r->order);
+	r->order = NULL;
+}
+
+/* qsort has no context argument; the sort parameters pass through these (single-threaded). */
+static const ap_rows *sort_rows;
 static int sort_metric;
 static bool sort_cum;
 
 static int cmp_rows(const void *a, const void *b)
 {
-	const ap_row *x = a, *y = b;
+	const ap_row *x = &sort_rows->rows.v[*(const size_t *)a];
+	const ap_row *y = &sort_rows->rows.v[*(const size_t *)b];
 	double fx = fabs(sort_cum ? x->cum[sort_metric] : x->flat[sort_metric]);
 	double fy = fabs(sort_cum ? y->cum[sort_metric] : y->flat[sort_metric]);
 	if (fx != fy)
@@ -75,25 +234,25 @@ static int cmp_rows(const void *a, const void *b)
 	if (c)
 		return c;
 	double cx = fabs(x->cum[sort_metric]), cy = fabs(y->cum[sort_metric]);
-	return cx > cy ? -1 : cx < cy;
+	if (cx != cy)
+		return cx > cy ? -1 : 1;
+	/* Same name (AP_G_LIST addresses): keep the order stable between runs. */
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
 void ap_rows_sort(ap_rows *r, int metric, bool by_cum)
 {
+	free(r->order);
+	r->order = ap_xcalloc(r->rows.n + 1, sizeof(*r->order));
+	for (size_t i = 0; i < r->rows.n; i++)
+		r->order[i] = i;
+	sort_rows = r;
 	sort_metric = metric;
 	sort_cum = by_cum;
-	qsort(r->rows.v, r->rows.n, sizeof(*r->rows.v), cmp_rows);
-	/* The index now points at the wrong rows: rebuild it for later lookups. */
-	ap_map_free(&r->index);
-	for (size_t i = 0; i < r->rows.n; i++) {
-		uint64_t key = ap_hash_str(r->rows.v[i].name) | 1;
-		bool added;
-		uint64_t *slot;
-		while (slot = ap_map_put(&r->index, key, &added), !added)
-			key += 2;
-		*slot = i + 1;
-	}
+	qsort(r->order, r->rows.n, sizeof(*r->order), cmp_rows);
 }
+
+/* ---- formats ----------------------------------------------------------------------------------------- */
 
 void ap_format_value(char *buf, size_t size, double v, int metric)
 {
@@ -136,7 +295,7 @@ void ap_format_pct(char *buf, size_t size, double v, double total)
 		snprintf(buf, size, "%.2g%%", pct);
 }
 
-static void json_str(FILE *out, const char *s)
+void ap_json_str(FILE *out, const char *s)
 {
 	fputc('"', out);
 	for (; *s; s++) {
@@ -151,7 +310,7 @@ static void json_str(FILE *out, const char *s)
 	fputc('"', out);
 }
 
-static void json_four(FILE *out, const double *v)
+void ap_json_four(FILE *out, const double *v)
 {
 	fputc('{', out);
 	for (int m = 0; m < AP_M__COUNT; m++)
@@ -159,7 +318,18 @@ static void json_four(FILE *out, const double *v)
 	fputc('}', out);
 }
 
-static void print_header(ap_profile *p, const ap_view_opts *o, FILE *out)
+void ap_json_trace_info(ap_profile *p, FILE *out)
+{
+	fprintf(out, "\"trace\": {\"file\": ");
+	ap_json_str(out, p->path);
+	fprintf(out, ", \"pid\": %llu, \"events\": %llu, \"unknown_frees\": %llu, \"lost_allocs\": %llu, "
+	             "\"lost_frees\": %llu, \"truncated\": %s}",
+	        (unsigned long long)p->pid, (unsigned long long)p->events,
+	        (unsigned long long)p->unknown_frees, (unsigned long long)p->lost_allocs,
+	        (unsigned long long)p->lost_frees, p->rr.truncated ? "true" : "false");
+}
+
+void ap_report_header(ap_profile *p, const ap_view_opts *o, FILE *out)
 {
 	const char *base = p->exe ? strrchr(p->exe, '/') : NULL;
 	fprintf(out, "File: %s\n", base ? base + 1 : p->exe ? p->exe : "?");
@@ -174,66 +344,79 @@ static void print_header(ap_profile *p, const ap_view_opts *o, FILE *out)
 		fprintf(out, "Duration: %.3gs\n", ap_profile_seconds(p, p->last_stamp));
 }
 
+/* ---- top --------------------------------------------------------------------------------------------- */
+
+static void top_json(ap_profile *p, const ap_view_opts *o, ap_rows *r, FILE *out)
+{
+	size_t shown = r->rows.n;
+	if (o->nrows >= 0 && (size_t)o->nrows < shown)
+		shown = (size_t)o->nrows;
+	fprintf(out, "{\"sample_index\": \"%s\", \"total\": ", ap_metric_names[o->sample_index]);
+	ap_json_four(out, r->total);
+	fprintf(out, ", ");
+	ap_json_trace_info(p, out);
+	fprintf(out, ", \"rows\": [");
+	for (size_t i = 0; i < shown; i++) {
+		ap_row *row = &r->rows.v[r->order[i]];
+		fprintf(out, "%s\n  {\"function\": ", i ? "," : "");
+		ap_json_str(out, row->function);
+		fprintf(out, ", \"flat\": ");
+		ap_json_four(out, row->flat);
+		fprintf(out, ", \"cum\": ");
+		ap_json_four(out, row->cum);
+		if (o->lines) {
+			/* --lines: several rows per function; these say which line each one is. */
+			fprintf(out, ", \"name\": ");
+			ap_json_str(out, row->name);
+			fprintf(out, ", \"file\": ");
+			if (row->file)
+				ap_json_str(out, row->file);
+			else
+				fputs("null", out);
+			fprintf(out, ", \"line\": %u", row->line);
+		}
+		fputc('}', out);
+	}
+	fprintf(out, "]}\n");
+}
+
 int ap_report_top(ap_profile *p, const ap_view_opts *o, FILE *out)
 {
 	ap_rows r;
-	ap_rows_build(p, o->show_allocator, &r);
-	ap_rows_sort(&r, o->sample_index, o->cum_sort);
+	ap_rows_build(p, o, o->lines ? AP_G_LINE : AP_G_FUNCTION, false, &r);
 	int m = o->sample_index;
-	size_t shown = r.rows.n;
-	if (o->nrows >= 0 && (size_t)o->nrows < shown)
-		shown = (size_t)o->nrows;
-
+	ap_rows_sort(&r, m, o->cum_sort);
 	if (o->json) {
-		fprintf(out, "{\"sample_index\": \"%s\", \"total\": ", ap_metric_names[m]);
-		json_four(out, r.total);
-		fprintf(out, ", \"trace\": {\"file\": ");
-		json_str(out, p->path);
-		fprintf(out, ", \"pid\": %llu, \"events\": %llu, \"unknown_frees\": %llu, \"lost_allocs\": %llu, "
-		             "\"lost_frees\": %llu, \"truncated\": %s}",
-		        (unsigned long long)p->pid, (unsigned long long)p->events,
-		        (unsigned long long)p->unknown_frees, (unsigned long long)p->lost_allocs,
-		        (unsigned long long)p->lost_frees, p->rr.truncated ? "true" : "false");
-		fprintf(out, ", \"rows\": [");
-		for (size_t i = 0; i < shown; i++) {
-			ap_row *row = &r.rows.v[i];
-			fprintf(out, "%s\n  {\"function\": ", i ? "," : "");
-			json_str(out, row->name);
-			fprintf(out, ", \"flat\": ");
-			json_four(out, row->flat);
-			fprintf(out, ", \"cum\": ");
-			json_four(out, row->cum);
-			fputc('}', out);
-		}
-		fprintf(out, "]}\n");
+		top_json(p, o, &r, out);
 		ap_rows_free(&r);
 		return 0;
 	}
 
-	/* As in pprof, a function with nothing under this sample index is not a node. */
+	/* As in pprof, a node with nothing under this sample index is not a node. */
 	size_t keep = 0;
-	for (size_t i = 0; i < r.rows.n; i++)
-		if (r.rows.v[i].cum[m] != 0 || r.rows.v[i].flat[m] != 0)
-			r.rows.v[keep++] = r.rows.v[i];
-	r.rows.n = keep;
-	shown = o->nrows >= 0 && (size_t)o->nrows < keep ? (size_t)o->nrows : keep;
+	for (size_t i = 0; i < r.rows.n; i++) {
+		ap_row *row = &r.rows.v[r.order[i]];
+		if (row->cum[m] != 0 || row->flat[m] != 0)
+			r.order[keep++] = r.order[i];
+	}
+	size_t shown = o->nrows >= 0 && (size_t)o->nrows < keep ? (size_t)o->nrows : keep;
 	if (o->nrows < 0 && shown > 10)
 		shown = 10;
-	print_header(p, o, out);
+	ap_report_header(p, o, out);
 	double shown_flat = 0;
 	for (size_t i = 0; i < shown; i++)
-		shown_flat += r.rows.v[i].flat[m];
+		shown_flat += r.rows.v[r.order[i]].flat[m];
 	char a[32], b[32], c[32];
 	ap_format_value(a, sizeof(a), shown_flat, m);
 	ap_format_pct(b, sizeof(b), shown_flat, r.total[m]);
 	ap_format_value(c, sizeof(c), r.total[m], m);
 	fprintf(out, "Showing nodes accounting for %s, %s of %s total\n", a, b, c);
-	if (shown < r.rows.n)
-		fprintf(out, "Showing top %zu nodes out of %zu\n", shown, r.rows.n);
+	if (shown < keep)
+		fprintf(out, "Showing top %zu nodes out of %zu\n", shown, keep);
 	fprintf(out, "%10s %6s %6s %10s %6s\n", "flat", "flat%", "sum%", "cum", "cum%");
 	double sum = 0;
 	for (size_t i = 0; i < shown; i++) {
-		ap_row *row = &r.rows.v[i];
+		ap_row *row = &r.rows.v[r.order[i]];
 		char flat[32], flatp[32], sump[32], cum[32], cump[32];
 		sum += row->flat[m];
 		ap_format_value(flat, sizeof(flat), row->flat[m], m);
@@ -241,7 +424,8 @@ int ap_report_top(ap_profile *p, const ap_view_opts *o, FILE *out)
 		ap_format_pct(sump, sizeof(sump), sum, r.total[m]);
 		ap_format_value(cum, sizeof(cum), row->cum[m], m);
 		ap_format_pct(cump, sizeof(cump), row->cum[m], r.total[m]);
-		fprintf(out, "%10s %6s %6s %10s %6s  %s\n", flat, flatp, sump, cum, cump, row->name);
+		const char *inl = !row->inline_in ? "" : row->plain_in ? " (partial-inline)" : " (inline)";
+		fprintf(out, "%10s %6s %6s %10s %6s  %s%s\n", flat, flatp, sump, cum, cump, row->name, inl);
 	}
 	ap_rows_free(&r);
 	return 0;

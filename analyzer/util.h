@@ -21,10 +21,10 @@ enum ap_error {
 };
 
 /* Allocation that cannot fail: the analyzer prints a message and exits 2 when memory runs out. */
-void *ap_xmalloc(size_t n);
-void *ap_xcalloc(size_t n, size_t size);
-void *ap_xrealloc(void *p, size_t n);
-char *ap_xstrdup(const char *s);
+void *ap_xmalloc(size_t n) __attribute__((returns_nonnull, malloc));
+void *ap_xcalloc(size_t n, size_t size) __attribute__((returns_nonnull, malloc));
+void *ap_xrealloc(void *p, size_t n) __attribute__((returns_nonnull));
+char *ap_xstrdup(const char *s) __attribute__((returns_nonnull, malloc));
 
 /* Growable array of T: struct { T *v; size_t n, cap; }. */
 #define AP_VEC(T)                                                                                  \
