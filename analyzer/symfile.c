@@ -7,6 +7,7 @@
  * and, for files without .debug_aranges, compilation units.
  */
 #include "symfile.h"
+#include "util.h"
 
 #include <dwarf.h>
 #include <elfutils/libdwelf.h>
@@ -54,6 +55,9 @@ struct ap_symfile {
 	bool cus_built;
 	struct cu_funcs *cufs; /* one per CU looked into, sorted by cu_offset */
 	size_t ncufs, capcufs;
+	/* Source names made absolute with the CU's DW_AT_comp_dir, by libdw's string pointer. */
+	ap_map abs_index;
+	AP_VEC(char *) abs_paths;
 };
 
 static void hex(char *out, const void *bytes, size_t n)
@@ -157,6 +161,10 @@ void ap_symfile_close(ap_symfile *f)
 	for (size_t i = 0; i < f->ncufs; i++)
 		free(f->cufs[i].funcs);
 	free(f->cufs);
+	for (size_t i = 0; i < f->abs_paths.n; i++)
+		free(f->abs_paths.v[i]);
+	AP_VEC_FREE(f->abs_paths);
+	ap_map_free(&f->abs_index);
 	free(f);
 }
 
@@ -407,6 +415,50 @@ static const char *die_name(Dwarf_Die *die)
 	return NULL;
 }
 
+/* Joins a relative source name with the directory the compiler ran in, and folds "." and ".."
+ * lexically, so that `list` finds the file from any directory and pprof shows a real path
+ * (meson's builds record names like "../src/foo.c", relative to the build directory). */
+static const char *absolute(ap_symfile *f, Dwarf_Die *cu, const char *file)
+{
+	if (file == NULL || file[0] == '/')
+		return file;
+	uint64_t *slot = ap_map_get(&f->abs_index, (uint64_t)(uintptr_t)file);
+	if (slot != NULL)
+		return f->abs_paths.v[*slot];
+	Dwarf_Attribute a;
+	const char *dir = dwarf_formstring(dwarf_attr(cu, DW_AT_comp_dir, &a));
+	if (dir == NULL || dir[0] != '/')
+		return file;
+	size_t len = strlen(dir) + strlen(file) + 2;
+	char *joined = ap_xmalloc(len), *out = ap_xmalloc(len);
+	snprintf(joined, len, "%s/%s", dir, file);
+	size_t o = 0;
+	for (const char *p = joined; *p;) {
+		while (*p == '/')
+			p++;
+		const char *end = p + strcspn(p, "/");
+		size_t n = (size_t)(end - p);
+		if (n == 0 || (n == 1 && p[0] == '.')) {
+			/* nothing */
+		} else if (n == 2 && p[0] == '.' && p[1] == '.') {
+			while (o > 0 && out[--o] != '/')
+				;
+		} else {
+			out[o++] = '/';
+			memcpy(out + o, p, n);
+			o += n;
+		}
+		p = end;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = 0;
+	free(joined);
+	AP_VEC_PUSH(f->abs_paths, out);
+	*ap_map_put(&f->abs_index, (uint64_t)(uintptr_t)file, NULL) = f->abs_paths.n - 1;
+	return out;
+}
+
 /* Expands the inlined calls at addr, innermost first, then the function that physically holds
  * the code. Returns 0 when there is no DWARF for addr. */
 static size_t lookup_dwarf(ap_symfile *f, Dwarf_Addr addr, const char *symname, ap_rawframe *out,
@@ -421,6 +473,7 @@ static size_t lookup_dwarf(ap_symfile *f, Dwarf_Addr addr, const char *symname, 
 	Dwarf_Line *dl = dwarf_getsrc_die(cu, addr - bias);
 	if (dl != NULL && (file = dwarf_linesrc(dl, NULL, NULL)) != NULL && dwarf_lineno(dl, &line) != 0)
 		line = 0;
+	file = absolute(f, cu, file);
 
 	Dwarf_Die chain[MAX_DEPTH];
 	Dwarf_Die *fn = func_of(f, cu, addr - bias);
@@ -444,7 +497,7 @@ static size_t lookup_dwarf(ap_symfile *f, Dwarf_Addr addr, const char *symname, 
 			if (files == NULL && dwarf_getsrcfiles(cu, &files, NULL) != 0)
 				files = NULL;
 			if (files != NULL && dwarf_formudata(dwarf_attr(sc, DW_AT_call_file, &a), &w) == 0)
-				file = dwarf_filesrc(files, w, NULL, NULL);
+				file = absolute(f, cu, dwarf_filesrc(files, w, NULL, NULL));
 			if (dwarf_formudata(dwarf_attr(sc, DW_AT_call_line, &a), &w) == 0)
 				line = (int)w;
 		} else if (tag == DW_TAG_subprogram || tag == DW_TAG_entry_point) {
