@@ -14,6 +14,7 @@
 ap_config ap_cfg = {
 	.output = "allocprof.%e.%p.trace",
 	.depth = 64,
+	.stack_cache = true,
 	.clock = 0,
 };
 
@@ -32,6 +33,7 @@ static const struct option {
 	{"ALLOCPROF_VERBOSE", OPT_BOOL, 0, 0, "print the effective options at start"},
 	{"ALLOCPROF_SAMPLE_BYTES", OPT_UINT, 0, 1ull << 40, "mean bytes between samples, 0 = every allocation"},
 	{"ALLOCPROF_SEED", OPT_UINT, 0, UINT64_MAX, "the sampler's random seed"},
+	{"ALLOCPROF_STACK_CACHE", OPT_BOOL, 0, 0, "reuse validated recent stacks instead of unwinding (default on)"},
 };
 
 static bool parse_uint(const char *s, uint64_t *out)
@@ -104,6 +106,8 @@ static bool apply(const struct option *o, const char *val)
 			return false;
 		if (!strcmp(o->name, "ALLOCPROF_QUIET"))
 			ap_cfg.quiet = b;
+		else if (!strcmp(o->name, "ALLOCPROF_STACK_CACHE"))
+			ap_cfg.stack_cache = b;
 		else
 			ap_cfg.verbose = b;
 		return true;

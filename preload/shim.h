@@ -35,6 +35,7 @@ typedef struct ap_config {
 	int clock;          /* ALLOCPROF_CLOCK: enum ap_clock, 0 = choose */
 	bool quiet;         /* ALLOCPROF_QUIET */
 	bool verbose;       /* ALLOCPROF_VERBOSE: print the effective options */
+	bool stack_cache;   /* ALLOCPROF_STACK_CACHE: see stackcache.c */
 	uint64_t sample_bytes; /* ALLOCPROF_SAMPLE_BYTES: mean bytes between samples, 0 = all */
 	uint64_t seed;      /* ALLOCPROF_SEED: the sampler's seed (default: time, pid) */
 	bool seed_given;

@@ -9,20 +9,13 @@
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
-#include "shim.h"
+#include "stacks.h"
 
 #include <string.h>
 
 #define AP_BUCKETS (1u << 18)
 /* Frames of the shim itself sit on top of the stack: the hook, the capture function. */
 #define AP_SKIP_MAX 8
-
-struct ap_stack {
-	struct ap_stack *next;
-	uint64_t hash;
-	uint32_t id, nframes, generation, flags;
-	uintptr_t frames[];
-};
 
 static _Atomic(struct ap_stack *) *buckets;
 atomic_uint ap_stacks_count;
@@ -34,6 +27,7 @@ void ap_stacks_init(void)
 	/* libunwind's per-thread cache keeps unw_backtrace from searching the unwind tables of
 	 * every frame every time; the cache lives in libunwind's own mmap'd pools. */
 	unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+	ap_stackcache_init();
 }
 
 static uint64_t hash_frames(const uintptr_t *f, uint32_t n, uint32_t generation, uint32_t flags)
@@ -72,25 +66,25 @@ static void emit_stack(const struct ap_stack *s)
 		ap_sys_unmap(buf, cap);
 }
 
-static uint32_t lookup(uint64_t h, const uintptr_t *frames, uint32_t n, uint32_t generation,
-                       uint32_t flags, struct ap_stack *first, struct ap_stack *stop)
+static struct ap_stack *lookup(uint64_t h, const uintptr_t *frames, uint32_t n, uint32_t generation,
+                               uint32_t flags, struct ap_stack *first, struct ap_stack *stop)
 {
 	for (struct ap_stack *s = first; s != stop; s = s->next)
 		if (s->hash == h && s->nframes == n && s->generation == generation && s->flags == flags &&
 		    !memcmp(s->frames, frames, n * sizeof(*frames)))
-			return s->id;
-	return 0;
+			return s;
+	return NULL;
 }
 
-static uint32_t intern(const uintptr_t *frames, uint32_t n, uint32_t flags)
+static struct ap_stack *intern(const uintptr_t *frames, uint32_t n, uint32_t flags)
 {
 	uint32_t generation = atomic_load_explicit(&ap_generation, memory_order_relaxed);
 	uint64_t h = hash_frames(frames, n, generation, flags);
 	_Atomic(struct ap_stack *) *head = &buckets[h & (AP_BUCKETS - 1)];
 	struct ap_stack *first = atomic_load_explicit(head, memory_order_acquire);
-	uint32_t id = lookup(h, frames, n, generation, flags, first, NULL);
-	if (AP_LIKELY(id))
-		return id;
+	struct ap_stack *found = lookup(h, frames, n, generation, flags, first, NULL);
+	if (AP_LIKELY(found))
+		return found;
 
 	/* A new stack may run through a library loaded since the last look, or the generation
 	 * may have to move on because one went away: bring the module records up to date first,
@@ -102,13 +96,13 @@ static uint32_t intern(const uintptr_t *frames, uint32_t n, uint32_t flags)
 		h = hash_frames(frames, n, generation, flags);
 		head = &buckets[h & (AP_BUCKETS - 1)];
 		first = atomic_load_explicit(head, memory_order_acquire);
-		if ((id = lookup(h, frames, n, generation, flags, first, NULL)))
-			return id;
+		if ((found = lookup(h, frames, n, generation, flags, first, NULL)))
+			return found;
 	}
 
 	struct ap_stack *mine = ap_sys_alloc(sizeof(*mine) + n * sizeof(*frames));
 	if (!mine)
-		return 0;
+		return NULL;
 	mine->hash = h;
 	mine->nframes = n;
 	mine->generation = generation;
@@ -127,16 +121,25 @@ static uint32_t intern(const uintptr_t *frames, uint32_t n, uint32_t flags)
 		if (atomic_compare_exchange_strong_explicit(head, &first, mine, memory_order_acq_rel,
 		                                            memory_order_acquire)) {
 			atomic_fetch_add_explicit(&ap_stacks_count, 1, memory_order_relaxed);
-			return mine->id;
+			return mine;
 		}
 		/* Someone pushed meanwhile: look at the new nodes only, then retry. */
-		if ((id = lookup(h, frames, n, generation, flags, first, seen)))
-			return id; /* mine leaks a few bytes of arena: a rare race */
+		if ((found = lookup(h, frames, n, generation, flags, first, seen)))
+			return found; /* mine leaks a few bytes of arena: a rare race */
 	}
 }
 
 uint32_t ap_stacks_capture(void)
 {
+	/* The common case: the same stack as a moment ago, recognised without unwinding. */
+	struct ap_stack_key key;
+	bool keyed = ap_cfg.stack_cache && ap_stackcache_key(&key);
+	if (keyed) {
+		struct ap_stack *hit = ap_stackcache_lookup(&key);
+		if (hit)
+			return hit->id;
+	}
+
 	uint32_t depth = ap_cfg.depth;
 	void *ips[depth + AP_SKIP_MAX + 1]; /* depth <= 1024 (config.c) */
 	int n = unw_backtrace(ips, (int)(depth + AP_SKIP_MAX + 1));
@@ -160,5 +163,10 @@ uint32_t ap_stacks_capture(void)
 		count--;
 	if (!count)
 		return 0;
-	return intern((const uintptr_t *)&ips[skip], count, flags);
+	struct ap_stack *s = intern((const uintptr_t *)&ips[skip], count, flags);
+	if (!s)
+		return 0;
+	if (keyed && key.ret0 == (uintptr_t)ips[skip])
+		ap_stackcache_insert(&key, s);
+	return s->id;
 }
