@@ -2,6 +2,12 @@
  * decode.c: the trace reader. Every length, count and varint is checked against what is left of
  * the input; a malformed record ends the read with an error naming the file, a cut-off file ends
  * it with the events up to the cut and `truncated` set.
+ *
+ * Input comes from one of three sources behind fill(): a file (read and decompressed in pieces),
+ * a compressed buffer in memory, or an already decompressed stream in memory (the fuzz harness,
+ * so that it explores records rather than zstd). Whatever the source, memory is bounded by the
+ * largest record and by the events held between two SYNC records, and the latter is capped so a
+ * trace without SYNC records (corrupt, or adversarial) cannot make the reader hold all of it.
  */
 #include "decode.h"
 
@@ -14,30 +20,54 @@
 #include <unistd.h>
 #include <zstd.h>
 
-/* No record the shim writes comes near this; a larger length means corruption, and refusing it
- * keeps a flipped bit from making us buffer gigabytes. */
+/* No record the shim writes comes near this (its buffers are 32 KiB); a larger length means
+ * corruption, and refusing it keeps a flipped bit from making us buffer gigabytes. */
 #define AP_MAX_RECORD (64u << 20)
+/* The shim keeps at most 1024 frames (ALLOCPROF_DEPTH) and a PT_LOAD table has a handful of
+ * entries; anything far beyond is corruption, refused before it turns a small record into a large
+ * allocation (a frame costs one byte in the record but 8 in memory). */
+#define AP_MAX_FRAMES 65536u
+#define AP_MAX_SEGMENTS 65536u
+/* A command line is metadata to display: past these, the rest of it is summarised in one last
+ * argument, so that a header of a million one-byte arguments costs nothing to whoever prints it. */
+#define AP_MAX_ARGS 4096u
+#define AP_MAX_ARGV_BYTES (256u << 10)
+/* Events held while waiting for a SYNC record. A round of the shim (100 ms) holds fewer: 0.24
+ * million in a trace of a single thread doing nothing but malloc/free, 0.21 million with four
+ * threads. Past this the oldest half is delivered without waiting (with res->unordered set), which
+ * keeps memory bounded on a trace that lacks SYNC records: 40 bytes per event, twice while
+ * sorting, 80 MiB at most. */
+#define AP_MAX_PENDING (1u << 20)
 
+/* An event held until a SYNC: ap_event without its LOST-only fields (a LOST event keeps its
+ * counts in addr and size, which it does not use), so a round of events costs 40 bytes each. */
 struct pending {
-	ap_event ev;
-	uint64_t seq; /* arrival order, to keep the sort stable */
+	uint64_t stamp, addr, size;
+	uint32_t stack, tid;
+	uint8_t kind, api;
 };
 
 struct reader {
 	const char *path;
 	const ap_reader_ops *ops;
 	ap_read_result *res;
-	int fd;
+	int fd;             /* -1: the input is in memory */
+	bool raw;           /* the input is the decompressed stream itself (no zstd) */
 	ZSTD_DStream *ds;
-	uint8_t *in;
+	const uint8_t *in;  /* compressed input: a read buffer (owned when fd >= 0) or the caller's */
+	uint8_t *in_owned;
 	size_t in_len, in_pos;
 	bool in_eof;
-	size_t last_ret; /* ZSTD_decompressStream's last hint: 0 at a frame boundary */
+	size_t last_ret;    /* ZSTD_decompressStream's last hint: 0 at a frame boundary */
+	const uint8_t *data; /* decompressed bytes: buf, or the caller's stream when raw */
 	uint8_t *buf;
 	size_t len, pos, cap;
-	uint64_t offset; /* decompressed bytes consumed before buf[0] */
+	uint64_t offset;    /* decompressed bytes consumed before data[0] */
 	AP_VEC(struct pending) pending;
-	uint64_t seq, sync;
+	struct pending *scratch; /* room for pending.cap events, for the merge sort */
+	size_t scratch_cap;
+	bool pending_sorted;     /* pending is in stamp order (so far every event came in order) */
+	uint64_t sync;
 	uint32_t nstacks, max_stack; /* STACK records seen, largest id defined */
 	AP_VEC(uint64_t) frames;
 	AP_VEC(ap_segment) segs;
@@ -62,6 +92,8 @@ static int fail(struct reader *r, int code, const char *fmt, ...)
  * negated error. */
 static int fill(struct reader *r)
 {
+	if (r->raw)
+		return 0; /* the whole stream is in data already */
 	if (r->pos) {
 		memmove(r->buf, r->buf + r->pos, r->len - r->pos);
 		r->len -= r->pos;
@@ -72,12 +104,13 @@ static int fill(struct reader *r)
 	if (r->cap - r->len < want) {
 		r->cap = r->len + want > r->cap * 2 ? r->len + want : r->cap * 2;
 		r->buf = ap_xrealloc(r->buf, r->cap);
+		r->data = r->buf;
 	}
 	for (;;) {
 		if (r->in_pos == r->in_len && !r->in_eof) {
 			ssize_t n;
 			do
-				n = read(r->fd, r->in, ZSTD_DStreamInSize());
+				n = read(r->fd, r->in_owned, ZSTD_DStreamInSize());
 			while (n < 0 && errno == EINTR);
 			if (n < 0)
 				return fail(r, AP_E_IO, "read error: %s", strerror(errno));
@@ -172,12 +205,81 @@ static char *cstr(struct cur *c)
 
 /* ---- records --------------------------------------------------------------------------------------- */
 
-static int cmp_pending(const void *a, const void *b)
+/* Sorts the held events by stamp, stably (equal stamps keep their arrival order). They arrive as
+ * runs already in order -- a chunk holds one thread's events, whose stamps increase -- so a
+ * natural merge sort does O(n log runs) work, and nothing when a single thread wrote them all. */
+static void sort_pending(struct reader *r)
 {
-	const struct pending *x = a, *y = b;
-	if (x->ev.stamp != y->ev.stamp)
-		return x->ev.stamp < y->ev.stamp ? -1 : 1;
-	return x->seq < y->seq ? -1 : x->seq > y->seq;
+	size_t n = r->pending.n;
+	if (r->pending_sorted || n < 2) {
+		r->pending_sorted = true;
+		return;
+	}
+	if (r->scratch_cap < n) {
+		free(r->scratch);
+		r->scratch_cap = r->pending.cap;
+		r->scratch = ap_xmalloc(r->scratch_cap * sizeof(*r->scratch));
+	}
+	struct pending *a = r->pending.v, *b = r->scratch;
+	for (;;) {
+		/* One pass: merge neighbouring runs pairwise from a into b. */
+		size_t runs = 0, i = 0;
+		while (i < n) {
+			size_t mid = i + 1;
+			while (mid < n && a[mid - 1].stamp <= a[mid].stamp)
+				mid++;
+			size_t hi = mid;
+			if (mid < n) {
+				hi = mid + 1;
+				while (hi < n && a[hi - 1].stamp <= a[hi].stamp)
+					hi++;
+			}
+			size_t x = i, y = mid, k = i;
+			while (x < mid && y < hi)
+				b[k++] = a[y].stamp < a[x].stamp ? a[y++] : a[x++];
+			memcpy(b + k, a + x, (mid - x) * sizeof(*a));
+			k += mid - x;
+			memcpy(b + k, a + y, (hi - y) * sizeof(*a));
+			i = hi;
+			runs++;
+		}
+		struct pending *t = a;
+		a = b;
+		b = t;
+		if (runs == 1)
+			break;
+	}
+	if (a != r->pending.v) {
+		/* The sorted result is in the scratch array: swap the arrays rather than copy. */
+		r->scratch = r->pending.v;
+		r->pending.v = a;
+		size_t cap = r->pending.cap;
+		r->pending.cap = r->scratch_cap;
+		r->scratch_cap = cap;
+	}
+	r->pending_sorted = true;
+}
+
+/* Delivers the first n held events (sorted) and keeps the rest, still sorted. */
+static void deliver_n(struct reader *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct pending *q = &r->pending.v[i];
+		ap_event ev = {.stamp = q->stamp, .tid = q->tid, .kind = q->kind, .api = q->api};
+		if (q->kind == AP_EV_LOST) {
+			ev.lost_allocs = q->size;
+			ev.lost_frees = q->addr;
+		} else {
+			ev.addr = q->addr;
+			ev.size = q->size;
+			ev.stack = q->stack;
+		}
+		if (r->ops->event)
+			r->ops->event(r->ops->ctx, &ev);
+	}
+	size_t rest = r->pending.n - n;
+	memmove(r->pending.v, r->pending.v + n, rest * sizeof(*r->pending.v));
+	r->pending.n = rest;
 }
 
 /* Delivers, in stamp order, every held event with a stamp below limit. */
@@ -185,21 +287,43 @@ static void deliver(struct reader *r, uint64_t limit)
 {
 	if (!r->pending.n)
 		return;
-	qsort(r->pending.v, r->pending.n, sizeof(*r->pending.v), cmp_pending);
+	sort_pending(r);
 	size_t i = 0;
-	for (; i < r->pending.n && r->pending.v[i].ev.stamp < limit; i++)
-		if (r->ops->event)
-			r->ops->event(r->ops->ctx, &r->pending.v[i].ev);
-	memmove(r->pending.v, r->pending.v + i, (r->pending.n - i) * sizeof(*r->pending.v));
-	r->pending.n -= i;
+	while (i < r->pending.n && r->pending.v[i].stamp < limit)
+		i++;
+	deliver_n(r, i);
 }
 
 static void hold(struct reader *r, const ap_event *ev)
 {
 	if (ev->stamp < r->sync)
 		r->res->late_events++;
-	struct pending p = {*ev, r->seq++};
-	AP_VEC_PUSH(r->pending, p);
+	if (r->pending.n >= AP_MAX_PENDING) {
+		/* No SYNC for far longer than a round: deliver the older half now rather than hold
+		 * the whole trace. Order across that cut is no longer guaranteed, hence the flag. */
+		r->res->unordered = true;
+		sort_pending(r);
+		deliver_n(r, r->pending.n / 2);
+	}
+	if (!r->pending.n)
+		r->pending_sorted = true;
+	else if (ev->stamp < r->pending.v[r->pending.n - 1].stamp)
+		r->pending_sorted = false;
+	bool lost = ev->kind == AP_EV_LOST;
+	struct pending p = {
+		.stamp = ev->stamp, .addr = lost ? ev->lost_frees : ev->addr,
+		.size = lost ? ev->lost_allocs : ev->size, .stack = ev->stack, .tid = ev->tid,
+		.kind = ev->kind, .api = ev->api,
+	};
+	if (r->pending.n == r->pending.cap) {
+		/* Grown by steps of 64 Ki events (2.5 MiB) rather than doubled: the array lasts the
+		 * whole read, so its size should follow the largest round, not the next power of 2. */
+		r->pending.cap += r->pending.cap < 65536 ? (r->pending.cap ? r->pending.cap : 1024) : 65536;
+		r->pending.v = ap_xrealloc(r->pending.v, r->pending.cap * sizeof(*r->pending.v));
+	}
+	r->pending.v[r->pending.n++] = p;
+	if (r->pending.n > r->res->max_pending)
+		r->res->max_pending = r->pending.n;
 	r->res->events++;
 }
 
@@ -269,8 +393,26 @@ static int rec_header(struct reader *r, struct cur *c)
 	if (argc > (uint64_t)(c->end - c->p))
 		c->bad = true;
 	r->argv.n = 0;
-	for (uint64_t i = 0; i < argc && !c->bad; i++)
-		AP_VEC_PUSH(r->argv, cstr(c));
+	uint64_t kept_bytes = 0, dropped = 0;
+	for (uint64_t i = 0; i < argc && !c->bad; i++) {
+		size_t n;
+		const uint8_t *arg = cbytes(c, &n);
+		if (r->argv.n >= AP_MAX_ARGS || kept_bytes + n > AP_MAX_ARGV_BYTES) {
+			dropped++;
+			continue;
+		}
+		kept_bytes += n;
+		char *copy = ap_xmalloc(n + 1);
+		if (arg)
+			memcpy(copy, arg, n);
+		copy[n] = 0;
+		AP_VEC_PUSH(r->argv, copy);
+	}
+	if (dropped && !c->bad) {
+		char *more = ap_xmalloc(64);
+		snprintf(more, 64, "[... %llu more arguments]", (unsigned long long)dropped);
+		AP_VEC_PUSH(r->argv, more);
+	}
 	h.flags = cu32(c);
 	char *host = cstr(c);
 	int ret = 0;
@@ -302,7 +444,7 @@ static int rec_module(struct reader *r, struct cur *c)
 	char *path = cstr(c);
 	m.build_id = cbytes(c, &m.build_id_len);
 	uint64_t nseg = cu(c);
-	if (nseg > (uint64_t)(c->end - c->p))
+	if (nseg > (uint64_t)(c->end - c->p) || nseg > AP_MAX_SEGMENTS)
 		c->bad = true;
 	r->segs.n = 0;
 	for (uint64_t i = 0; i < nseg && !c->bad; i++) {
@@ -333,6 +475,9 @@ static int rec_stack(struct reader *r, struct cur *c)
 	s.generation = cu32(c);
 	s.flags = cu32(c);
 	uint64_t n = cu(c);
+	if (!c->bad && n > AP_MAX_FRAMES)
+		return fail(r, AP_E_CORRUPT, "corrupt trace: a stack record of %llu frames",
+		            (unsigned long long)n);
 	if (n > (uint64_t)(c->end - c->p) || !s.id)
 		c->bad = true;
 	r->frames.n = 0;
@@ -367,8 +512,8 @@ static int rec_end(struct reader *r, struct cur *c, bool is_exit)
 	} else {
 		e->end_stamp = cu(c);
 		e->end_monotonic_ns = cu(c);
-		cu(c); /* how: the shim does not know */
-		cu(c);
+		e->end_how = cu32(c);
+		e->end_status = cu32(c);
 		uint64_t n = cu(c);
 		for (uint64_t i = 0; i < n && !c->bad; i++) {
 			uint64_t v = cu(c);
@@ -457,15 +602,15 @@ static int read_magic(struct reader *r)
 		r->res->truncated = true;
 		return fail(r, AP_E_CORRUPT, "truncated before the trace header");
 	}
-	if (memcmp(r->buf + r->pos, AP_MAGIC, AP_MAGIC_LEN))
+	if (memcmp(r->data + r->pos, AP_MAGIC, AP_MAGIC_LEN))
 		return fail(r, AP_E_BADMAGIC, "not an allocprof trace (bad magic)");
 	r->pos += AP_MAGIC_LEN;
 	got = need(r, AP_VARINT_MAX);
 	if (got < 0)
 		return got;
-	const uint8_t *p = r->buf + r->pos;
+	const uint8_t *p = r->data + r->pos;
 	uint64_t version;
-	if (ap_get_varint(&p, r->buf + r->len, &version))
+	if (ap_get_varint(&p, r->data + r->len, &version))
 		return fail(r, AP_E_CORRUPT, "truncated or corrupt format version");
 	if (version > AP_FORMAT_VERSION)
 		return fail(r, AP_E_VERSION,
@@ -473,7 +618,7 @@ static int read_magic(struct reader *r)
 		            (unsigned long long)version, AP_FORMAT_VERSION);
 	if (version == 0)
 		return fail(r, AP_E_CORRUPT, "corrupt trace: format version 0");
-	r->pos = (size_t)(p - r->buf);
+	r->pos = (size_t)(p - r->data);
 	return 0;
 }
 
@@ -488,10 +633,10 @@ static int read_records(struct reader *r)
 		got = need(r, 1 + AP_VARINT_MAX);
 		if (got < 0)
 			return got;
-		uint8_t kind = r->buf[r->pos];
-		const uint8_t *p = r->buf + r->pos + 1;
+		uint8_t kind = r->data[r->pos];
+		const uint8_t *p = r->data + r->pos + 1;
 		uint64_t len;
-		if (ap_get_varint(&p, r->buf + r->len, &len)) {
+		if (ap_get_varint(&p, r->data + r->len, &len)) {
 			if (r->len - r->pos < 1 + AP_VARINT_MAX) {
 				r->res->truncated = true;
 				return 0;
@@ -505,7 +650,7 @@ static int read_records(struct reader *r)
 		if (first && kind != AP_REC_HEADER)
 			return fail(r, AP_E_CORRUPT, "corrupt trace: the first record is not the header");
 		first = false;
-		size_t head = (size_t)(p - (r->buf + r->pos));
+		size_t head = (size_t)(p - (r->data + r->pos));
 		got = need(r, head + len);
 		if (got < 0)
 			return got;
@@ -513,7 +658,7 @@ static int read_records(struct reader *r)
 			r->res->truncated = true;
 			return 0;
 		}
-		const uint8_t *payload = r->buf + r->pos + head;
+		const uint8_t *payload = r->data + r->pos + head;
 		r->pos += head + len;
 		int err = record(r, kind, payload, (size_t)len);
 		if (err)
@@ -521,32 +666,64 @@ static int read_records(struct reader *r)
 	}
 }
 
+/* Reads everything from the source set up in r, then releases what r holds. */
+static int run(struct reader *r)
+{
+	int ret = 0;
+	if (!r->raw) {
+		r->ds = ZSTD_createDStream();
+		if (!r->ds)
+			ret = fail(r, AP_E_NOMEM, "out of memory");
+	}
+	if (!ret)
+		ret = read_magic(r);
+	if (!ret)
+		ret = read_records(r);
+	if (!ret) {
+		deliver(r, UINT64_MAX);
+		if (r->last_ret != 0 || r->len != r->pos)
+			r->res->truncated = true;
+	}
+	if (r->fd >= 0)
+		close(r->fd);
+	ZSTD_freeDStream(r->ds);
+	free(r->in_owned);
+	free(r->buf);
+	AP_VEC_FREE(r->pending);
+	free(r->scratch);
+	AP_VEC_FREE(r->frames);
+	AP_VEC_FREE(r->segs);
+	AP_VEC_FREE(r->argv);
+	return ret;
+}
+
 int ap_read_trace(const char *path, const ap_reader_ops *ops, ap_read_result *res)
 {
 	memset(res, 0, sizeof(*res));
-	struct reader r = {.path = path, .ops = ops, .res = res};
+	struct reader r = {.path = path, .ops = ops, .res = res, .fd = -1};
 	r.fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (r.fd < 0)
 		return fail(&r, AP_E_IO, "%s", strerror(errno));
-	r.ds = ZSTD_createDStream();
-	r.in = ap_xmalloc(ZSTD_DStreamInSize());
-	int ret = r.ds ? 0 : fail(&r, AP_E_NOMEM, "out of memory");
-	if (!ret)
-		ret = read_magic(&r);
-	if (!ret)
-		ret = read_records(&r);
-	if (!ret) {
-		deliver(&r, UINT64_MAX);
-		if (r.last_ret != 0 || r.len != r.pos)
-			res->truncated = true;
+	r.in_owned = ap_xmalloc(ZSTD_DStreamInSize());
+	r.in = r.in_owned;
+	return run(&r);
+}
+
+int ap_read_trace_mem(const char *name, const void *data, size_t len, bool compressed,
+                      const ap_reader_ops *ops, ap_read_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	struct reader r = {.path = name, .ops = ops, .res = res, .fd = -1, .raw = !compressed};
+	res->bytes_in = len;
+	if (compressed) {
+		r.in = data;
+		r.in_len = len;
+		r.in_eof = true;
+	} else {
+		/* The stream is read in place: data, len and pos describe it as fill() would. */
+		r.data = data;
+		r.len = len;
+		res->bytes_out = len;
 	}
-	close(r.fd);
-	ZSTD_freeDStream(r.ds);
-	free(r.in);
-	free(r.buf);
-	AP_VEC_FREE(r.pending);
-	AP_VEC_FREE(r.frames);
-	AP_VEC_FREE(r.segs);
-	AP_VEC_FREE(r.argv);
-	return ret;
+	return run(&r);
 }

@@ -42,7 +42,8 @@ typedef struct ap_stack_rec {
 typedef struct ap_trace_end {
 	bool has_end, has_exit;
 	uint64_t end_stamp, end_monotonic_ns;
-	uint32_t exit_how, exit_status;
+	uint32_t exit_how, exit_status;       /* EXIT: what the waiting parent saw */
+	uint32_t end_how, end_status;         /* END: what the shim saw (AP_END_UNKNOWN: nothing) */
 	uint64_t counters[AP_CNT__COUNT];
 	size_t ncounters;
 	/* The last TOTALS record: every call, sampled or not. */
@@ -64,7 +65,10 @@ typedef struct ap_reader_ops {
 typedef struct ap_read_result {
 	char error[512];     /* set when the return value is negative */
 	bool truncated;      /* the file ends inside a frame or a record */
+	bool unordered;      /* events piled up without a SYNC record (corrupt trace?): some were
+	                      * delivered before later-read events with smaller stamps */
 	uint64_t events, records, late_events, bytes_in, bytes_out;
+	uint64_t max_pending; /* most events held at once waiting for a SYNC */
 	ap_trace_end end;
 } ap_read_result;
 
@@ -72,5 +76,11 @@ typedef struct ap_read_result {
  * whether it stopped at a cut), or a negated enum ap_error with res->error set to one line that
  * names the file. */
 int ap_read_trace(const char *path, const ap_reader_ops *ops, ap_read_result *res);
+
+/* The same from memory: data holds the file's content (compressed) or the decompressed stream,
+ * magic first (!compressed: what `zstd -dc` prints; the fuzz harness feeds records that way).
+ * name stands for the file in messages. data must stay valid during the call. */
+int ap_read_trace_mem(const char *name, const void *data, size_t len, bool compressed,
+                      const ap_reader_ops *ops, ap_read_result *res);
 
 #endif

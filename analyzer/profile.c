@@ -86,6 +86,8 @@ static uint32_t take_live(ap_profile *p, uint64_t addr)
 	double w = ap_profile_weight(p, b->size);
 	s->v[AP_M_INUSE_OBJECTS] -= w;
 	s->v[AP_M_INUSE_SPACE] -= w * (double)b->size;
+	p->inuse_objects -= w;
+	p->inuse_space -= w * (double)b->size;
 	return (uint32_t)bi;
 }
 
@@ -102,6 +104,8 @@ static void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
 		double ow = ap_profile_weight(p, old->size);
 		os->v[AP_M_INUSE_OBJECTS] -= ow;
 		os->v[AP_M_INUSE_SPACE] -= ow * (double)old->size;
+		p->inuse_objects -= ow;
+		p->inuse_space -= ow * (double)old->size;
 		block_release(p, (uint32_t)*slot);
 	}
 	*slot = bi;
@@ -110,21 +114,42 @@ static void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
 	double w = ap_profile_weight(p, b->size);
 	s->v[AP_M_INUSE_OBJECTS] += w;
 	s->v[AP_M_INUSE_SPACE] += w * (double)b->size;
+	p->inuse_objects += w;
+	p->inuse_space += w * (double)b->size;
+}
+
+/* --at: keeps the sites' inuse figures of the moment asked for; ap_profile_load_ex puts them
+ * back in place of the final ones once the replay is done (the alloc figures stay whole-run). */
+static void at_snapshot(ap_profile *p, uint64_t last_index, uint64_t stamp)
+{
+	p->at_taken = true;
+	p->at_event_index = last_index;
+	p->at_stamp_taken = stamp;
+	p->at_nsnap = p->sites.n;
+	p->at_snap = ap_xcalloc(2 * p->at_nsnap + 1, sizeof(*p->at_snap));
+	for (size_t i = 0; i < p->at_nsnap; i++) {
+		p->at_snap[2 * i] = p->sites.v[i].v[AP_M_INUSE_OBJECTS];
+		p->at_snap[2 * i + 1] = p->sites.v[i].v[AP_M_INUSE_SPACE];
+	}
 }
 
 static void on_event(void *ctx, const ap_event *e)
 {
 	ap_profile *p = ctx;
+	if (p->opts.at == AP_AT_STAMP && !p->at_taken && e->stamp > p->opts.at_stamp)
+		at_snapshot(p, p->events ? p->events - 1 : UINT64_MAX, p->last_stamp);
 	if (!p->events++)
 		p->first_stamp = e->stamp;
 	p->last_stamp = e->stamp;
+	uint32_t blk = 0; /* the block the event concerns, for the observer */
 	switch (e->kind) {
 	case AP_EV_ALLOC: {
 		ap_site *s = site(p, e->stack);
 		double w = ap_profile_weight(p, e->size);
 		s->v[AP_M_ALLOC_OBJECTS] += w;
 		s->v[AP_M_ALLOC_SPACE] += w * (double)e->size;
-		put_live(p, e->addr, block_new(p, e->size, e->stack));
+		blk = block_new(p, e->size, e->stack);
+		put_live(p, e->addr, blk);
 		break;
 	}
 	case AP_EV_FREE: {
@@ -133,6 +158,7 @@ static void on_event(void *ctx, const ap_event *e)
 			p->unknown_frees++;
 			break;
 		}
+		blk = bi;
 		if (e->api == AP_API_REALLOC || e->api == AP_API_REALLOCARRAY) {
 			/* Kept until this thread's next free of a realloc, in case the realloc failed
 			 * and an UNFREE brings the block back. */
@@ -149,16 +175,22 @@ static void on_event(void *ctx, const ap_event *e)
 	case AP_EV_UNFREE: {
 		uint64_t *held = ap_map_get(&p->last_free, (uint64_t)e->tid + 1);
 		if (held && *held) {
-			put_live(p, e->addr, (uint32_t)*held);
+			blk = (uint32_t)*held;
+			put_live(p, e->addr, blk);
 			*held = 0;
 		}
 		break;
 	}
 	case AP_EV_LOST:
-		p->lost_allocs += e->lost_allocs;
-		p->lost_frees += e->lost_frees;
+		/* Saturating: a corrupt count must not wrap around to a small one. */
+		p->lost_allocs = e->lost_allocs > UINT64_MAX - p->lost_allocs ? UINT64_MAX : p->lost_allocs + e->lost_allocs;
+		p->lost_frees = e->lost_frees > UINT64_MAX - p->lost_frees ? UINT64_MAX : p->lost_frees + e->lost_frees;
 		break;
 	}
+	if (p->opts.observe)
+		p->opts.observe(p->opts.observe_ctx, p, e, blk);
+	if (p->opts.at == AP_AT_EVENT && !p->at_taken && p->events - 1 == p->opts.at_event)
+		at_snapshot(p, p->events - 1, e->stamp);
 }
 
 static void on_header(void *ctx, const ap_header *h)
@@ -203,7 +235,8 @@ static void on_stack(void *ctx, const ap_stack_rec *r)
 	s->flags = r->flags;
 	s->nframes = r->nframes;
 	s->frames = ap_xmalloc((r->nframes ? r->nframes : 1) * sizeof(*s->frames));
-	memcpy(s->frames, r->frames, r->nframes * sizeof(*s->frames));
+	if (r->nframes) /* an empty stack's frames may be NULL, which memcpy must not see */
+		memcpy(s->frames, r->frames, r->nframes * sizeof(*s->frames));
 }
 
 static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
@@ -221,11 +254,30 @@ static void sym_warn(void *ctx, const char *msg)
 	fprintf(stderr, "allocprof: %s\n", msg);
 }
 
-int ap_profile_load(ap_profile *p, const char *path)
+static ap_load_opts default_opts;
+
+void ap_profile_set_default_opts(const ap_load_opts *o)
+{
+	memset(&default_opts, 0, sizeof(default_opts));
+	if (o)
+		default_opts = *o;
+}
+
+/* Replays a trace from the file at path (data == NULL) or from memory. */
+static int load(ap_profile *p, const char *path, const void *data, size_t len, bool compressed,
+                bool open_files, const ap_load_opts *o)
 {
 	memset(p, 0, sizeof(*p));
+	p->opts = o ? *o : default_opts; /* ap_profile_load_ex: --at, observers */
+	p->at_event_index = UINT64_MAX;
 	p->path = path;
 	p->syms = ap_symbols_new(sym_warn, p);
+	if (!p->syms) {
+		fprintf(stderr, "allocprof: out of memory\n");
+		return -AP_E_NOMEM;
+	}
+	if (!open_files)
+		ap_symbols_no_files(p->syms);
 	site(p, 0);
 	ap_reader_ops ops = {
 		.ctx = p,
@@ -236,11 +288,17 @@ int ap_profile_load(ap_profile *p, const char *path)
 		.event = on_event,
 		.clock = on_clock,
 	};
-	int err = ap_read_trace(path, &ops, &p->rr);
+	int err = data ? ap_read_trace_mem(path, data, len, compressed, &ops, &p->rr)
+	               : ap_read_trace(path, &ops, &p->rr);
 	if (err) {
 		fprintf(stderr, "allocprof: %s\n", p->rr.error);
 		return err;
 	}
+	if (p->at_taken) /* --at: the inuse figures of that moment replace the final ones */
+		for (size_t i = 0; i < p->sites.n; i++) {
+			p->sites.v[i].v[AP_M_INUSE_OBJECTS] = i < p->at_nsnap ? p->at_snap[2 * i] : 0;
+			p->sites.v[i].v[AP_M_INUSE_SPACE] = i < p->at_nsnap ? p->at_snap[2 * i + 1] : 0;
+		}
 	if (!p->have_header) {
 		fprintf(stderr, "allocprof: %s: not an allocprof trace (no header)\n", path);
 		return -AP_E_CORRUPT;
@@ -252,6 +310,10 @@ int ap_profile_load(ap_profile *p, const char *path)
 	else if (!p->rr.end.has_end)
 		ap_warn("%s: warning: the trace has no end record: the program was killed (or exec'ed), or the "
 		        "file is truncated; figures are those up to its last write",
+		        path);
+	if (p->rr.unordered)
+		ap_warn("%s: warning: more than a million events without a sync record (corrupt trace?); "
+		        "they were replayed in stamp order only approximately",
 		        path);
 	if (p->lost_allocs || p->lost_frees)
 		ap_warn("%s: warning: %llu allocations and %llu frees made from signal handlers inside the "
@@ -268,6 +330,24 @@ int ap_profile_load(ap_profile *p, const char *path)
 	return 0;
 }
 
+int ap_profile_load(ap_profile *p, const char *path)
+{
+	return load(p, path, NULL, 0, true, true, NULL);
+}
+
+int ap_profile_load_ex(ap_profile *p, const char *path, const ap_load_opts *o)
+{
+	return load(p, path, NULL, 0, true, true, o);
+}
+
+int ap_profile_load_mem(ap_profile *p, const char *name, const void *data, size_t len,
+                        bool compressed, bool open_files)
+{
+	/* load() tells memory from a file by data != NULL; an empty buffer is still memory. */
+	static const uint8_t empty[1];
+	return load(p, name, data ? data : empty, len, compressed, open_files, NULL);
+}
+
 void ap_profile_free(ap_profile *p)
 {
 	for (size_t i = 0; i < p->sites.n; i++)
@@ -275,6 +355,7 @@ void ap_profile_free(ap_profile *p)
 	AP_VEC_FREE(p->sites);
 	AP_VEC_FREE(p->blocks);
 	AP_VEC_FREE(p->clock_pts);
+	free(p->at_snap);
 	ap_map_free(&p->live);
 	ap_map_free(&p->last_free);
 	for (size_t i = 0; i < p->argc; i++)
@@ -294,7 +375,9 @@ double ap_profile_seconds(const ap_profile *p, uint64_t stamp)
 	while (i < n - 1 && c[i].stamp < stamp)
 		i++;
 	double ns;
-	if (n == 1 || c[i].stamp == c[i - 1].stamp)
+	/* Compared as doubles: stamps a few units apart near 2^64 convert to the same double, and
+	 * the division below must not be by zero. */
+	if (n == 1 || (double)c[i].stamp == (double)c[i - 1].stamp)
 		ns = (double)c[0].ns;
 	else
 		ns = (double)c[i - 1].ns + ((double)stamp - (double)c[i - 1].stamp) *

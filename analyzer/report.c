@@ -252,6 +252,11 @@ void ap_rows_sort(ap_rows *r, int metric, bool by_cum)
 	qsort(r->order, r->rows.n, sizeof(*r->order), cmp_rows);
 }
 
+const char *ap_view_index_name(const ap_view_opts *o)
+{
+	return o->index_name ? o->index_name : ap_metric_names[o->sample_index];
+}
+
 /* ---- formats ----------------------------------------------------------------------------------------- */
 
 void ap_format_value(char *buf, size_t size, double v, int metric)
@@ -295,17 +300,42 @@ void ap_format_pct(char *buf, size_t size, double v, double total)
 		snprintf(buf, size, "%.2g%%", pct);
 }
 
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if the bytes there are not one. */
+static size_t utf8_len(const unsigned char *s)
+{
+	unsigned c = s[0];
+	size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	/* Overlong forms, UTF-16 surrogates and code points above U+10FFFF. */
+	if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+	    (c == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return n;
+}
+
 void ap_json_str(FILE *out, const char *s)
 {
 	fputc('"', out);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
+	/* Paths and names come from traces and binaries, which may hold any bytes: what is not
+	 * UTF-8 becomes U+FFFD, so that the output stays valid JSON. */
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		unsigned char c = *p;
+		size_t n = utf8_len(p);
+		if (n == 0) {
+			fputs("\\ufffd", out);
+			p++;
+		} else if (c == '"' || c == '\\') {
 			fprintf(out, "\\%c", c);
-		else if (c < 0x20)
+			p++;
+		} else if (c < 0x20 || c == 0x7f) {
 			fprintf(out, "\\u%04x", c);
-		else
-			fputc(c, out);
+			p++;
+		} else {
+			fwrite(p, 1, n, out);
+			p += n;
+		}
 	}
 	fputc('"', out);
 }
@@ -323,17 +353,20 @@ void ap_json_trace_info(ap_profile *p, FILE *out)
 	fprintf(out, "\"trace\": {\"file\": ");
 	ap_json_str(out, p->path);
 	fprintf(out, ", \"pid\": %llu, \"events\": %llu, \"unknown_frees\": %llu, \"lost_allocs\": %llu, "
-	             "\"lost_frees\": %llu, \"truncated\": %s}",
+	             "\"lost_frees\": %llu, \"truncated\": %s, \"max_pending\": %llu}",
 	        (unsigned long long)p->pid, (unsigned long long)p->events,
 	        (unsigned long long)p->unknown_frees, (unsigned long long)p->lost_allocs,
-	        (unsigned long long)p->lost_frees, p->rr.truncated ? "true" : "false");
+	        (unsigned long long)p->lost_frees, p->rr.truncated ? "true" : "false",
+	        (unsigned long long)p->rr.max_pending);
 }
 
 void ap_report_header(ap_profile *p, const ap_view_opts *o, FILE *out)
 {
 	const char *base = p->exe ? strrchr(p->exe, '/') : NULL;
 	fprintf(out, "File: %s\n", base ? base + 1 : p->exe ? p->exe : "?");
-	fprintf(out, "Type: %s\n", ap_metric_names[o->sample_index]);
+	fprintf(out, "Type: %s\n", ap_view_index_name(o));
+	if (o->at && o->at_label[0])
+		fprintf(out, "Inuse at: %s\n", o->at_label);
 	if (p->start_realtime_ns) {
 		time_t t = (time_t)(p->start_realtime_ns / 1000000000u);
 		char when[64];
@@ -351,10 +384,20 @@ static void top_json(ap_profile *p, const ap_view_opts *o, ap_rows *r, FILE *out
 	size_t shown = r->rows.n;
 	if (o->nrows >= 0 && (size_t)o->nrows < shown)
 		shown = (size_t)o->nrows;
-	fprintf(out, "{\"sample_index\": \"%s\", \"total\": ", ap_metric_names[o->sample_index]);
+	fprintf(out, "{\"sample_index\": \"%s\", \"total\": ", ap_view_index_name(o));
 	ap_json_four(out, r->total);
 	fprintf(out, ", ");
 	ap_json_trace_info(p, out);
+	if (o->at) {
+		/* --at: the moment the inuse figures describe. */
+		fprintf(out, ", \"at\": {\"spec\": ");
+		ap_json_str(out, o->at);
+		if (p->at_taken && p->at_event_index != UINT64_MAX)
+			fprintf(out, ", \"event\": %llu, \"seconds\": %.9g}", (unsigned long long)p->at_event_index,
+			        ap_profile_seconds(p, p->at_stamp_taken));
+		else
+			fprintf(out, ", \"event\": null, \"seconds\": null}");
+	}
 	fprintf(out, ", \"rows\": [");
 	for (size_t i = 0; i < shown; i++) {
 		ap_row *row = &r->rows.v[r->order[i]];

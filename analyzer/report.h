@@ -22,7 +22,25 @@ typedef struct ap_view_opts {
 	const char *source_path; /* list: colon-separated directories to look for sources in */
 	bool has_focus, has_ignore;
 	regex_t focus, ignore; /* POSIX extended, unanchored; matched against function, file, module */
+	/* --at SPEC: inuse_* describe that moment instead of the end (analyses.h); at_label is the
+	 * line ap_report_header prints about it, set once the profile is loaded. */
+	const char *at;
+	char at_label[192];
+	/* --sample-index=temp_objects|temp_space: 1 or 2 (sample_index is then alloc_objects or
+	 * alloc_space, whose figures ap_lt_substitute_temps replaced); the name to print. */
+	int temp_index;
+	const char *index_name;
+	/* The analyses' options (analyses.h): -o FILE; timeline's chart size and characters;
+	 * leaks' --all and --fail-on-leaks[=BYTES]; diff's --pprof. */
+	const char *output;
+	long width, height;
+	bool ascii, unicode;
+	bool all, fail_on_leaks, pprof_out;
+	uint64_t fail_bytes;
 } ap_view_opts;
+
+/* The name of the sample index the views print: temp_* or one of ap_metric_names. */
+const char *ap_view_index_name(const ap_view_opts *o);
 
 /* How frames become nodes. */
 enum ap_granularity {

@@ -10,6 +10,7 @@
 
 #include "demangle.h"
 #include "symfile.h"
+#include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -24,6 +25,10 @@
  * dropped (the physical frame is always kept). */
 #define MAX_FRAMES 64
 #define ARENA_CHUNK (64 * 1024)
+/* Ranges find_module examines for one address at most. Real traces overlap only across
+ * generations (a library loaded again after a dlclose), a few ranges deep; a crafted trace can
+ * nest thousands, and without this bound each lookup would walk all of them. */
+#define MAX_WALK 1024
 
 /* One ELF file on disk, shared by every module record that maps it. */
 struct elf_file {
@@ -36,6 +41,7 @@ struct elf_file {
 
 struct module {
 	uint32_t id, gen_from, gen_to;
+	uint32_t prev_live; /* the next older module with this id still loaded, or NO_MODULE */
 	uint64_t base;
 	const char *path, *name; /* name: basename, for the "name+0xoffset" fallback */
 	const ap_segment *segs;
@@ -46,6 +52,7 @@ struct module {
 /* One PT_LOAD segment at its runtime addresses, [start, end). */
 struct range {
 	uint64_t start, end;
+	uint64_t maxend; /* once sorted: the largest end of this range and every one before it */
 	uint32_t mod;
 };
 
@@ -72,6 +79,12 @@ struct ap_symbols {
 	size_t nmods, capmods;
 	struct elf_file **files;
 	size_t nfiles, capfiles;
+	/* Lookups a trace of many modules would otherwise make linear: files by path and build-id
+	 * (open addressing, NULL = empty), and per module id the newest module still loaded. */
+	struct elf_file **file_index;
+	size_t file_index_cap;
+	ap_map live_by_id; /* id + 1 -> module index + 1 */
+	bool no_files;
 
 	struct range *ranges;
 	size_t nranges, capranges;
@@ -210,6 +223,8 @@ void ap_symbols_free(ap_symbols *s)
 	for (size_t i = 0; i < s->nfiles; i++)
 		ap_symfile_close(s->files[i]->sf);
 	free(s->files);
+	free(s->file_index);
+	ap_map_free(&s->live_by_id);
 	free(s->mods);
 	free(s->ranges);
 	free(s->cache);
@@ -250,13 +265,42 @@ static bool grow(void *arrp, size_t *cap, size_t need, size_t elem)
 	return true;
 }
 
+static uint64_t file_hash(const char *path, const uint8_t *bid, size_t bid_len)
+{
+	return mix64(hash_bytes(path, strlen(path)) ^ hash_bytes((const char *)bid, bid_len));
+}
+
+static bool file_index_put(ap_symbols *s, struct elf_file *f)
+{
+	if (2 * (s->nfiles + 1) > s->file_index_cap) {
+		size_t cap = s->file_index_cap ? 2 * s->file_index_cap : 64;
+		struct elf_file **t = calloc(cap, sizeof(*t));
+		if (t == NULL)
+			return false;
+		free(s->file_index);
+		s->file_index = t;
+		s->file_index_cap = cap;
+		for (size_t i = 0; i < s->nfiles; i++)
+			if (s->files[i] != f)
+				file_index_put(s, s->files[i]);
+	}
+	size_t j = file_hash(f->path, f->build_id, f->build_id_len) & (s->file_index_cap - 1);
+	while (s->file_index[j] != NULL)
+		j = (j + 1) & (s->file_index_cap - 1);
+	s->file_index[j] = f;
+	return true;
+}
+
 static struct elf_file *file_for(ap_symbols *s, const char *path, const uint8_t *bid, size_t bid_len)
 {
-	for (size_t i = 0; i < s->nfiles; i++) {
-		struct elf_file *f = s->files[i];
-		if (f->build_id_len == bid_len && strcmp(f->path, path) == 0 &&
-		    (bid_len == 0 || memcmp(f->build_id, bid, bid_len) == 0))
-			return f;
+	if (s->file_index_cap > 0) {
+		size_t mask = s->file_index_cap - 1;
+		for (size_t j = file_hash(path, bid, bid_len) & mask; s->file_index[j] != NULL; j = (j + 1) & mask) {
+			struct elf_file *f = s->file_index[j];
+			if (f->build_id_len == bid_len && strcmp(f->path, path) == 0 &&
+			    (bid_len == 0 || memcmp(f->build_id, bid, bid_len) == 0))
+				return f;
+		}
 	}
 	if (!grow(&s->files, &s->capfiles, s->nfiles + 1, sizeof(*s->files)))
 		return NULL;
@@ -264,8 +308,16 @@ static struct elf_file *file_for(ap_symbols *s, const char *path, const uint8_t 
 	if (f == NULL)
 		return NULL;
 	*f = (struct elf_file){.path = path, .build_id = bid, .build_id_len = bid_len};
-	s->files[s->nfiles++] = f;
+	s->files[s->nfiles] = f;
+	if (!file_index_put(s, f))
+		return NULL;
+	s->nfiles++;
 	return f;
+}
+
+void ap_symbols_no_files(ap_symbols *s)
+{
+	s->no_files = true;
 }
 
 int ap_symbols_add_module(ap_symbols *s, const ap_module_desc *m)
@@ -282,16 +334,21 @@ int ap_symbols_add_module(ap_symbols *s, const ap_module_desc *m)
 		return -ENOMEM;
 	const char *slash = strrchr(path, '/');
 	uint32_t idx = (uint32_t)s->nmods++;
+	uint64_t *live = ap_map_put(&s->live_by_id, (uint64_t)m->id + 1, NULL);
 	s->mods[idx] = (struct module){
 		.id = m->id, .gen_from = m->generation, .gen_to = GEN_FOREVER, .base = m->base,
+		.prev_live = *live ? (uint32_t)(*live - 1) : NO_MODULE,
 		.path = path, .name = slash != NULL ? slash + 1 : path,
 		.segs = segs, .nsegs = m->nsegs, .file = file,
 	};
+	*live = idx + 1;
 	for (size_t i = 0; i < m->nsegs; i++) {
 		if (m->segs[i].memsz == 0)
 			continue;
+		/* Wrapping sums (only a corrupt trace has them) end at the top of the address space. */
 		uint64_t start = m->base + m->segs[i].vaddr;
-		s->ranges[s->nranges++] = (struct range){start, start + m->segs[i].memsz, idx};
+		uint64_t end = start + m->segs[i].memsz < start ? UINT64_MAX : start + m->segs[i].memsz;
+		s->ranges[s->nranges++] = (struct range){.start = start, .end = end, .mod = idx};
 		if (m->segs[i].memsz > s->max_range)
 			s->max_range = m->segs[i].memsz;
 	}
@@ -301,13 +358,14 @@ int ap_symbols_add_module(ap_symbols *s, const ap_module_desc *m)
 
 void ap_symbols_unload(ap_symbols *s, uint32_t module_id, uint32_t new_generation)
 {
-	/* Newest first: an id is unique, but if a trace repeated one, the live record is meant. */
-	for (size_t i = s->nmods; i-- > 0;) {
-		if (s->mods[i].id == module_id && s->mods[i].gen_to == GEN_FOREVER) {
-			s->mods[i].gen_to = new_generation;
-			return;
-		}
-	}
+	/* The newest module of this id still loaded: an id is unique, but if a trace repeated one,
+	 * the live record is meant. */
+	uint64_t *live = ap_map_get(&s->live_by_id, (uint64_t)module_id + 1);
+	if (live == NULL || *live == 0)
+		return;
+	struct module *m = &s->mods[*live - 1];
+	m->gen_to = new_generation;
+	*live = m->prev_live == NO_MODULE ? 0 : (uint64_t)m->prev_live + 1;
 }
 
 static int range_cmp(const void *a, const void *b)
@@ -323,6 +381,12 @@ static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
 {
 	if (!s->ranges_sorted && s->nranges > 0) {
 		qsort(s->ranges, s->nranges, sizeof(*s->ranges), range_cmp);
+		uint64_t maxend = 0;
+		for (size_t i = 0; i < s->nranges; i++) {
+			if (s->ranges[i].end > maxend)
+				maxend = s->ranges[i].end;
+			s->ranges[i].maxend = maxend;
+		}
 		s->ranges_sorted = true;
 	}
 	size_t lo = 0, hi = s->nranges;
@@ -336,9 +400,9 @@ static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
 	uint32_t best = NO_MODULE;
 	/* Ranges of other generations may overlap, so walk back over every range that could still
 	 * reach pc: none starting more than the longest range length before it can. */
-	for (size_t i = lo; i-- > 0;) {
+	for (size_t i = lo, walked = 0; i-- > 0 && walked++ < MAX_WALK;) {
 		const struct range *r = &s->ranges[i];
-		if (pc - r->start >= s->max_range)
+		if (pc - r->start >= s->max_range || r->maxend <= pc)
 			break;
 		const struct module *m = &s->mods[r->mod];
 		if (pc < r->end && m->gen_from <= gen && gen < m->gen_to &&
@@ -352,6 +416,8 @@ static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
 static ap_symfile *file_of(ap_symbols *s, const struct module *m)
 {
 	struct elf_file *f = m->file;
+	if (s->no_files)
+		return NULL;
 	if (f->state == FILE_UNOPENED) {
 		char problem[512];
 		f->sf = ap_symfile_open(&s->callbacks, f->path, f->build_id, f->build_id_len, m->segs,

@@ -59,6 +59,10 @@ void ap_symbols_free(ap_symbols *s);
  * ":.debug:/usr/lib/debug". Call it before the first ap_symbols_resolve. Returns 0, or -ENOMEM. */
 int ap_symbols_set_debuginfo_path(ap_symbols *s, const char *path);
 
+/* From now on no module file is opened: every address in a module resolves to "name+0xoffset".
+ * For callers that must not touch the file system (the fuzz harness: its traces name any path). */
+void ap_symbols_no_files(ap_symbols *s);
+
 /* Records a module (copies everything). Returns 0, or -ENOMEM. */
 int ap_symbols_add_module(ap_symbols *s, const ap_module_desc *m);
 

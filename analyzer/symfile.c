@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A function symbol; size 0 for symbols without one (assembly). */
@@ -103,12 +104,24 @@ ap_symfile *ap_symfile_open(const Dwfl_Callbacks *callbacks, const char *path,
                             size_t nsegs, char *problem, size_t problem_size)
 {
 	problem[0] = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* The path comes from the trace: it may name a FIFO (open would wait for a writer),
+	 * /dev/stdin or /dev/zero (reading would never end). O_NONBLOCK keeps open from waiting;
+	 * only a regular file is read. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
 		if (!is_vdso(path))
 			snprintf(problem, problem_size, "cannot open (%s)", strerror(errno));
 		return NULL;
 	}
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		snprintf(problem, problem_size, "not a regular file");
+		close(fd);
+		return NULL;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 	ap_symfile *f = calloc(1, sizeof(*f));
 	if (f == NULL || (f->dwfl = dwfl_begin(callbacks)) == NULL) {
 		snprintf(problem, problem_size, "out of memory");

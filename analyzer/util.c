@@ -91,8 +91,18 @@ static void map_grow(ap_map *m)
 
 uint64_t *ap_map_put(ap_map *m, uint64_t key, bool *added)
 {
+	if (!key) {
+		if (added)
+			*added = !m->has_zero;
+		if (!m->has_zero) {
+			m->has_zero = true;
+			m->zero_val = 0;
+			m->n++;
+		}
+		return &m->zero_val;
+	}
 	if ((m->n + 1) * 4 > m->cap * 3)
-		map_grow(m);
+		map_grow(m); /* n may count key 0, which needs no slot: growing early is harmless */
 	size_t i = ap_hash64(key) & (m->cap - 1);
 	while (m->keys[i] && m->keys[i] != key)
 		i = (i + 1) & (m->cap - 1);
@@ -110,6 +120,8 @@ uint64_t *ap_map_put(ap_map *m, uint64_t key, bool *added)
 
 uint64_t *ap_map_get(const ap_map *m, uint64_t key)
 {
+	if (!key)
+		return m->has_zero ? (uint64_t *)&m->zero_val : NULL;
 	if (!m->cap)
 		return NULL;
 	size_t i = ap_hash64(key) & (m->cap - 1);
@@ -123,6 +135,15 @@ uint64_t *ap_map_get(const ap_map *m, uint64_t key)
 
 bool ap_map_del(ap_map *m, uint64_t key, uint64_t *val_out)
 {
+	if (!key) {
+		if (!m->has_zero)
+			return false;
+		if (val_out)
+			*val_out = m->zero_val;
+		m->has_zero = false;
+		m->n--;
+		return true;
+	}
 	if (!m->cap)
 		return false;
 	size_t mask = m->cap - 1, i = ap_hash64(key) & mask;

@@ -42,11 +42,15 @@ char *ap_xstrdup(const char *s) __attribute__((returns_nonnull, malloc));
 	} while (0)
 #define AP_VEC_FREE(vec) (free((vec).v), (vec).v = NULL, (vec).n = (vec).cap = 0)
 
-/* Open-addressing map from a non-zero u64 key to a u64 value, with backward-shift deletion (no
- * tombstones, so a long replay of allocations and frees never degrades it). */
+/* Open-addressing map from a u64 key to a u64 value, with backward-shift deletion (no
+ * tombstones, so a long replay of allocations and frees never degrades it). Key 0 marks empty
+ * slots, so it lives apart (has_zero, zero_val): keys come from traces, and a trace can hold any
+ * value (an address of ~0 plus one is 0). */
 typedef struct ap_map {
 	uint64_t *keys, *vals;
-	size_t cap, n;
+	size_t cap, n;        /* n counts key 0 too */
+	bool has_zero;
+	uint64_t zero_val;
 } ap_map;
 
 void ap_map_free(ap_map *m);

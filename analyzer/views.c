@@ -453,7 +453,7 @@ static int cmp_keyed_key(const void *a, const void *b)
 static void traces_json(ap_profile *p, const ap_view_opts *o, keyed_set *k, size_t shown,
                         const double *total, FILE *out)
 {
-	fprintf(out, "{\"sample_index\": \"%s\", \"total\": ", ap_metric_names[o->sample_index]);
+	fprintf(out, "{\"sample_index\": \"%s\", \"total\": ", ap_view_index_name(o));
 	ap_json_four(out, total);
 	fprintf(out, ", ");
 	ap_json_trace_info(p, out);

@@ -1,0 +1,158 @@
+"""tracegen: builds allocprof trace streams (include/allocprof/trace.h, format version 1) from
+Python, for tests that need traces no program would write: malformed, adversarial or huge. Also
+splits a real stream into records. Python 3 stdlib only; compression uses the zstd command.
+"""
+
+import shutil
+import subprocess
+
+MAGIC = b'ALLOCPRF'
+REC_HEADER, REC_MODULE, REC_UNLOAD, REC_STACK, REC_CHUNK, REC_SYNC, REC_CLOCK, REC_THREAD, \
+    REC_END, REC_EXIT, REC_TOTALS = range(1, 12)
+EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST = 1, 2, 3, 4
+API_MALLOC, API_REALLOC, API_FREE = 0, 2, 9
+U64 = (1 << 64) - 1
+
+
+def varint(v):
+    assert 0 <= v <= U64, v
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7f) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def svarint(v):
+    v = ((v << 1) ^ (v >> 63)) & U64 if v < 0 else (v << 1) & U64
+    return varint(v)
+
+
+def sdelta(new, old):
+    """svarint of new - old, modulo 2^64 as the reader adds it."""
+    d = (new - old) & U64
+    return svarint(d - (1 << 64) if d >= 1 << 63 else d)
+
+
+def get_varint(buf, i):
+    v = shift = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError('varint runs past the end')
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7f) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i
+
+
+def string(s):
+    if isinstance(s, str):
+        s = s.encode()
+    return varint(len(s)) + s
+
+
+def record(kind, payload):
+    return bytes([kind]) + varint(len(payload)) + payload
+
+
+def magic(version=1):
+    return MAGIC + varint(version)
+
+
+def header(pid=4242, exe='/usr/bin/fake', argv=('fake',), sample_bytes=0, clock=2, flags=0,
+           hostname='host', start_stamp=0):
+    p = b''.join(varint(v) for v in (pid, 1, 1700000000000000000, clock, start_stamp, 1000,
+                                     sample_bytes, 64, 7, 4096))
+    p += string(exe) + varint(len(argv)) + b''.join(string(a) for a in argv)
+    p += varint(flags) + string(hostname)
+    return record(REC_HEADER, p)
+
+
+def module(mid, path, base=0x400000, segs=((0, 0x10000, 0, 5),), gen=0, stamp=0, build_id=b''):
+    p = varint(mid) + varint(gen) + varint(stamp) + varint(base) + string(path) + string(build_id)
+    p += varint(len(segs)) + b''.join(b''.join(varint(x) for x in s) for s in segs)
+    return record(REC_MODULE, p)
+
+
+def unload(mid, new_gen, stamp=0):
+    return record(REC_UNLOAD, varint(mid) + varint(stamp) + varint(new_gen))
+
+
+def stack(sid, frames, gen=0, flags=0):
+    p = varint(sid) + varint(gen) + varint(flags) + varint(len(frames))
+    prev = None
+    for f in frames:
+        p += varint(f) if prev is None else sdelta(f, prev)
+        prev = f
+    return record(REC_STACK, p)
+
+
+def chunk(tid, events, base_stamp=0, seq=0):
+    """events: tuples (kind, stamp, ...): ALLOC (addr, size, stack), FREE/UNFREE (addr),
+    LOST (nallocs, nfrees); optional last element api (default malloc / free)."""
+    p = bytearray(varint(tid) + varint(seq) + varint(base_stamp))
+    stamp, addr = base_stamp, 0
+    for e in events:
+        kind, st = e[0], e[1]
+        if kind == EV_ALLOC:
+            a, size, sid = e[2:5]
+            api = e[5] if len(e) > 5 else API_MALLOC
+        elif kind in (EV_FREE, EV_UNFREE):
+            a = e[2]
+            api = e[3] if len(e) > 3 else API_FREE
+        else:
+            api = API_MALLOC
+        p.append(kind | api << 4)
+        p += varint(st - stamp)
+        stamp = st
+        if kind == EV_LOST:
+            p += varint(e[2]) + varint(e[3])
+            continue
+        p += sdelta(a, addr)
+        addr = a
+        if kind == EV_ALLOC:
+            p += varint(size) + varint(sid)
+    return record(REC_CHUNK, bytes(p))
+
+
+def sync(w):
+    return record(REC_SYNC, varint(w))
+
+
+def clock(stamp, mono, real=0):
+    return record(REC_CLOCK, varint(stamp) + varint(mono) + varint(real))
+
+
+def end(stamp=0, counters=()):
+    return record(REC_END, varint(stamp) + varint(2000) + varint(0) + varint(0) +
+                  varint(len(counters)) + b''.join(varint(c) for c in counters))
+
+
+def split(stream):
+    """(head = magic + version, [(offset, kind, whole record bytes), ...]) of a stream."""
+    if stream[:8] != MAGIC:
+        raise ValueError('no magic')
+    _, i = get_varint(stream, 8)
+    head, recs = stream[:i], []
+    while i < len(stream):
+        kind = stream[i]
+        n, j = get_varint(stream, i + 1)
+        recs.append((i, kind, stream[i:j + n]))
+        i = j + n
+    return head, recs
+
+
+def compress(data):
+    zstd = shutil.which('zstd')
+    if not zstd:
+        raise RuntimeError('the zstd command is needed')
+    return subprocess.run([zstd, '-q', '-c', '-1'], input=data, stdout=subprocess.PIPE,
+                          check=True).stdout
+
+
+def decompress(path):
+    return subprocess.run(['zstd', '-q', '-dc', path], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL).stdout
