@@ -396,6 +396,12 @@ static const char *const default_hide[] = {
 	"operator new.*", "operator delete.*", "__gnu_cxx::new_allocator<.*>::allocate.*",
 	"std::__new_allocator<.*>::allocate.*", "std::allocator<.*>::allocate.*",
 	"std::allocator_traits<.*>::allocate.*",
+	/* libstdc++ containers' one-line wrappers around their allocator: the container function
+	 * that called them (vector's _M_realloc_insert, string's _M_construct) is the flat one. */
+	"std::_Vector_base<.*>::_M_allocate.*", "std::__cxx11::basic_string<.*>::_M_create.*",
+	"std::basic_string<.*>::_M_create.*", "std::_Rb_tree<.*>::_M_get_node.*",
+	"std::_List_base<.*>::_M_get_node.*", "std::_Deque_base<.*>::_M_allocate_(map|node).*",
+	"std::__detail::_Hashtable_alloc<.*>::_M_allocate_(node|buckets).*",
 	"__rust_alloc.*", "__rdl_alloc.*", "__rust_realloc", "alloc::alloc::.*",
 	"strdup", "strndup", "__strdup", "__strndup", "wcsdup",
 };
