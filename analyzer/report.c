@@ -353,11 +353,16 @@ void ap_json_trace_info(ap_profile *p, FILE *out)
 	fprintf(out, "\"trace\": {\"file\": ");
 	ap_json_str(out, p->path);
 	fprintf(out, ", \"pid\": %llu, \"events\": %llu, \"unknown_frees\": %llu, \"lost_allocs\": %llu, "
-	             "\"lost_frees\": %llu, \"truncated\": %s, \"max_pending\": %llu}",
+	             "\"lost_frees\": %llu, \"truncated\": %s, \"max_pending\": %llu, \"sample_bytes\": %llu",
 	        (unsigned long long)p->pid, (unsigned long long)p->events,
 	        (unsigned long long)p->unknown_frees, (unsigned long long)p->lost_allocs,
 	        (unsigned long long)p->lost_frees, p->rr.truncated ? "true" : "false",
-	        (unsigned long long)p->rr.max_pending);
+	        (unsigned long long)p->rr.max_pending, (unsigned long long)p->sample_bytes);
+	if (p->rr.end.has_totals)
+		fprintf(out, ", \"exact_totals\": {\"alloc_calls\": %llu, \"alloc_bytes\": %llu, \"free_calls\": %llu}",
+		        (unsigned long long)p->rr.end.total_allocs, (unsigned long long)p->rr.end.total_bytes,
+		        (unsigned long long)p->rr.end.total_frees);
+	fputc('}', out);
 }
 
 void ap_report_header(ap_profile *p, const ap_view_opts *o, FILE *out)
@@ -375,6 +380,18 @@ void ap_report_header(ap_profile *p, const ap_view_opts *o, FILE *out)
 	}
 	if (p->events)
 		fprintf(out, "Duration: %.3gs\n", ap_profile_seconds(p, p->last_stamp));
+	if (p->sample_bytes) {
+		/* Say so whenever figures are estimates, with the rate and the exact totals beside them. */
+		char rate[32];
+		ap_format_value(rate, sizeof(rate), (double)p->sample_bytes, AP_M_ALLOC_SPACE);
+		fprintf(out, "Sampled: one allocation per %s on average; figures are unbiased estimates", rate);
+		if (p->rr.end.has_totals) {
+			char bytes[32];
+			ap_format_value(bytes, sizeof(bytes), (double)p->rr.end.total_bytes, AP_M_ALLOC_SPACE);
+			fprintf(out, " (exact: %llu allocations, %s)", (unsigned long long)p->rr.end.total_allocs, bytes);
+		}
+		fputc('\n', out);
+	}
 }
 
 /* ---- top --------------------------------------------------------------------------------------------- */

@@ -102,6 +102,11 @@ def main():
                             {"ALLOCPROF_SAMPLE_BYTES": str(R), "ALLOCPROF_SEED": str(seed)})
             if info["sample_bytes"] != R:
                 failures.append(f"seed {seed}: trace says sample_bytes {info['sample_bytes']}, want {R}")
+            # The views say that figures are estimates, and at which rate.
+            text = subprocess.run([allocprof, "top", os.path.join(tmp, f"seed{seed}.trace")],
+                                  capture_output=True, text=True, timeout=60).stdout
+            if "Sampled: one allocation per 4kB on average; figures are unbiased estimates" not in text:
+                failures.append(f"seed {seed}: top does not say its figures are estimates: {text[:300]!r}")
             # The exact totals travel in the sampled trace too, equal to the full run's.
             if (info["totals"]["alloc_calls"], info["totals"]["alloc_bytes"]) != (exact_allocs, exact_bytes):
                 failures.append(f"seed {seed}: exact totals {info['totals']} differ from the full run's "
