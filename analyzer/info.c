@@ -23,12 +23,22 @@ static void how_ended(const ap_profile *p, char *buf, size_t size)
 		snprintf(buf, size, "killed by signal %u (%s)", e->exit_status, strsignal((int)e->exit_status));
 	else if (e->has_exit && e->exit_how == AP_END_EXIT)
 		snprintf(buf, size, "exited with status %u", e->exit_status);
+	else if (e->has_end && e->end_how == AP_END_SIGNAL)
+		snprintf(buf, size, "killed by signal %u (%s)", e->end_status,
+		         strsignal((int)e->end_status));
+	else if (e->has_end && e->end_how == AP_END_EXIT)
+		snprintf(buf, size, "exited with status %u", e->end_status);
 	else if (e->has_end)
 		snprintf(buf, size, "exited (status not recorded: run under `allocprof record` to have it)");
 	else if (p->rr.truncated)
 		snprintf(buf, size, "unknown: the trace is cut short (killed, or the file was truncated)");
 	else
 		snprintf(buf, size, "unknown: no end record (killed, exec'ed, or still running)");
+}
+
+static const char *how_name(uint32_t how)
+{
+	return how == AP_END_SIGNAL ? "signal" : how == AP_END_EXIT ? "exit" : "unknown";
 }
 
 static void json_str(FILE *out, const char *s)
@@ -77,6 +87,9 @@ int ap_info_main(int argc, char **argv)
 	char ended[160];
 	how_ended(&p, ended, sizeof(ended));
 	double duration = ap_profile_seconds(&p, p.last_stamp);
+	/* The waiting parent's word (EXIT, from `allocprof record`) over the shim's own (END). */
+	uint32_t how = e->has_exit ? e->exit_how : e->has_end ? e->end_how : AP_END_UNKNOWN;
+	uint32_t status = e->has_exit ? e->exit_status : e->end_status;
 
 	if (json) {
 		FILE *o = stdout;
@@ -105,10 +118,9 @@ int ap_info_main(int argc, char **argv)
 		           "\"truncated\": %s, \"complete\": %s, \"end\": {\"how\": \"%s\"",
 		        (unsigned long long)p.unknown_frees, (unsigned long long)p.lost_allocs,
 		        (unsigned long long)p.lost_frees, p.rr.truncated ? "true" : "false",
-		        e->has_end ? "true" : "false",
-		        e->has_exit ? (e->exit_how == AP_END_SIGNAL ? "signal" : "exit") : "unknown");
-		if (e->has_exit)
-			fprintf(o, ", \"status\": %u", e->exit_status);
+		        e->has_end ? "true" : "false", how_name(how));
+		if (how != AP_END_UNKNOWN)
+			fprintf(o, ", \"status\": %u", status);
 		fprintf(o, ", \"text\": ");
 		json_str(o, ended);
 		fprintf(o, "}}\n");

@@ -2,6 +2,10 @@
  * record.c: `allocprof record -- CMD`: runs CMD with the shim preloaded and stays out of its way:
  * CMD keeps its stdin, stdout, stderr, process group and signals, and record exits as CMD did
  * (re-raising CMD's fatal signal on itself), so scripts and shells see no difference.
+ *
+ * Every process of the run (fork children, exec'ed programs) writes its own trace; each appends
+ * "pid ppid path" to a run log (ALLOCPROF_RUN_LOG, a temporary file) when it creates its file,
+ * which is how record lists them all at the end, whatever names %p and %e gave them.
  */
 #include <elf.h>
 #include <errno.h>
@@ -25,7 +29,45 @@
 
 static const char record_usage[] =
 	"usage: allocprof record [-o PATH] [--sample-bytes N] [--seed N] [--depth N] [--clock auto|tsc|counter]\n"
-	"                        [--quiet] -- CMD [ARGS...]\n";
+	"                        [--no-children] [--quiet] -- CMD [ARGS...]\n"
+	"  -o PATH          trace file; %p = pid, %e = program name (default allocprof.%e.%p.trace).\n"
+	"                   Children (fork, exec) write their own files: without %p in PATH they\n"
+	"                   get PATH.1, PATH.2, ...\n"
+	"  --no-children    trace CMD's first process only\n";
+
+struct run_entry {
+	long pid, ppid;
+	char *path;
+};
+
+/* The run log's lines, in the order the files were created. */
+static size_t read_run_log(const char *log, struct run_entry **out)
+{
+	*out = NULL;
+	FILE *f = fopen(log, "re");
+	if (!f)
+		return 0;
+	size_t n = 0, cap = 0;
+	char *line = NULL;
+	size_t lcap = 0;
+	ssize_t len;
+	while ((len = getline(&line, &lcap, f)) > 0) {
+		if (line[len - 1] == '\n')
+			line[--len] = 0;
+		long pid, ppid;
+		int off = 0;
+		if (sscanf(line, "%ld %ld %n", &pid, &ppid, &off) < 2 || !off || !line[off])
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			*out = ap_xrealloc(*out, cap * sizeof(**out));
+		}
+		(*out)[n++] = (struct run_entry){pid, ppid, ap_xstrdup(line + off)};
+	}
+	free(line);
+	fclose(f);
+	return n;
+}
 
 static bool readable(const char *path)
 {
@@ -198,6 +240,7 @@ int ap_record_main(int argc, char **argv)
 		{"sample-bytes", required_argument, NULL, 's'},
 		{"seed", required_argument, NULL, 'S'},
 		{"quiet", no_argument, NULL, 'q'},
+		{"no-children", no_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -226,6 +269,9 @@ int ap_record_main(int argc, char **argv)
 		case 'q':
 			quiet = true;
 			setenv("ALLOCPROF_QUIET", "1", 1);
+			break;
+		case 'N':
+			setenv("ALLOCPROF_NO_CHILDREN", "1", 1);
 			break;
 		case 'h':
 			fputs(record_usage, stdout);
@@ -266,11 +312,8 @@ int ap_record_main(int argc, char **argv)
 
 	/* The pattern must be absolute: the program may change directory before it starts. */
 	char pattern[PATH_MAX * 2], cwd[PATH_MAX];
-	if (!output) {
-		const char *base = strrchr(cmd[0], '/');
-		snprintf(pattern, sizeof(pattern), "allocprof.%.40s.%%p.trace", base ? base + 1 : cmd[0]);
-		output = pattern;
-	}
+	if (!output)
+		output = "allocprof.%e.%p.trace"; /* %e: each exec'ed program is told apart by name */
 	char *abs = NULL;
 	if (output[0] != '/' && getcwd(cwd, sizeof(cwd))) {
 		abs = ap_xmalloc(strlen(cwd) + strlen(output) + 2);
@@ -294,6 +337,20 @@ int ap_record_main(int argc, char **argv)
 	setenv("LD_PRELOAD", preload, 1);
 	setenv("ALLOCPROF_OUTPUT", pattern, 1);
 	free(preload);
+	const char *tmpdir = getenv("TMPDIR");
+	char run_log[PATH_MAX];
+	snprintf(run_log, sizeof(run_log), "%s/allocprof-run.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+	int log_fd = mkstemp(run_log);
+	if (log_fd < 0) {
+		snprintf(run_log, sizeof(run_log), "/tmp/allocprof-run.XXXXXX");
+		log_fd = mkstemp(run_log);
+	}
+	if (log_fd >= 0) {
+		close(log_fd);
+		setenv("ALLOCPROF_RUN_LOG", run_log, 1);
+	} else {
+		run_log[0] = 0;
+	}
 
 	/* Like system(): the terminal's SIGINT and SIGQUIT go to the whole foreground group, and
 	 * the program decides what they mean; we wait for its verdict. */
@@ -321,6 +378,34 @@ int ap_record_main(int argc, char **argv)
 	while (waitpid(child_pid, &status, 0) < 0 && errno == EINTR)
 		;
 
+	struct run_entry *runs;
+	size_t nruns = run_log[0] ? read_run_log(run_log, &runs) : 0;
+	if (run_log[0])
+		unlink(run_log);
+	if (nruns) {
+		/* The exit status we saw is that of the last image of the first process. */
+		const char *last = NULL;
+		for (size_t i = 0; i < nruns; i++)
+			if (runs[i].pid == (long)child_pid)
+				last = runs[i].path;
+		if (last)
+			append_exit(last, status);
+		if (!quiet) {
+			if (nruns == 1) {
+				fprintf(stderr, "allocprof: trace written to %s\n", runs[0].path);
+			} else {
+				fprintf(stderr, "allocprof: %zu traces written, one per process (and per exec):\n", nruns);
+				for (size_t i = 0; i < nruns; i++)
+					fprintf(stderr, "allocprof:   pid %ld (parent %ld): %s\n", runs[i].pid, runs[i].ppid,
+					        runs[i].path);
+			}
+			fprintf(stderr, "allocprof: view it with: allocprof top %s\n", last ? last : runs[0].path);
+		}
+		for (size_t i = 0; i < nruns; i++)
+			free(runs[i].path);
+		free(runs);
+		goto done;
+	}
 	glob_t g;
 	find_traces(pattern, child_pid, &g);
 	if (g.gl_pathc) {
@@ -336,7 +421,7 @@ int ap_record_main(int argc, char **argv)
 		                "could not create %s)\n", pattern);
 	}
 	globfree(&g);
-
+done:
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
 		/* Die the same way, without a second core dump. */

@@ -34,6 +34,8 @@ static const struct option {
 	{"ALLOCPROF_SAMPLE_BYTES", OPT_UINT, 0, 1ull << 40, "mean bytes between samples, 0 = every allocation"},
 	{"ALLOCPROF_SEED", OPT_UINT, 0, UINT64_MAX, "the sampler's random seed"},
 	{"ALLOCPROF_STACK_CACHE", OPT_BOOL, 0, 0, "reuse validated recent stacks instead of unwinding (default on)"},
+	{"ALLOCPROF_NO_CHILDREN", OPT_BOOL, 0, 0, "trace this process only, not its fork/exec children"},
+	{"ALLOCPROF_RUN_LOG", OPT_STRING, 0, 0, "file to append \"pid ppid trace-path\" lines to"},
 };
 
 static bool parse_uint(const char *s, uint64_t *out)
@@ -84,11 +86,13 @@ static bool apply(const struct option *o, const char *val)
 	uint64_t u;
 	bool b;
 	switch (o->type) {
-	case OPT_STRING:
+	case OPT_STRING: {
+		char *dst = strcmp(o->name, "ALLOCPROF_OUTPUT") ? ap_cfg.run_log : ap_cfg.output;
 		if (!*val || strlen(val) >= sizeof(ap_cfg.output))
 			return false;
-		strcpy(ap_cfg.output, val);
+		strcpy(dst, val);
 		return true;
+	}
 	case OPT_UINT:
 		if (!parse_uint(val, &u) || u < o->min || u > o->max)
 			return false;
@@ -108,6 +112,8 @@ static bool apply(const struct option *o, const char *val)
 			ap_cfg.quiet = b;
 		else if (!strcmp(o->name, "ALLOCPROF_STACK_CACHE"))
 			ap_cfg.stack_cache = b;
+		else if (!strcmp(o->name, "ALLOCPROF_NO_CHILDREN"))
+			ap_cfg.no_children = b;
 		else
 			ap_cfg.verbose = b;
 		return true;

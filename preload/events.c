@@ -128,10 +128,12 @@ struct ap_thread *ap_threads_first(void)
 }
 
 static void thread_detach(void *arg);
+static void meta_init(void);
 
 void ap_events_init(void)
 {
 	pthread_key_create(&thread_key, thread_detach);
+	meta_init();
 }
 
 static struct ap_thread *thread_attach(void)
@@ -226,9 +228,16 @@ static void thread_detach(void *arg)
 
 void ap_events_forked_child(void)
 {
-	/* Only the forking thread exists in the child; its buffers belong to the parent's trace. */
+	/* Only the forking thread exists in the child; its buffers belong to the parent's trace
+	 * (the memory is left alone: copy-on-write pages that nobody touches cost nothing). Its
+	 * thread-specific value names the parent's record: cleared, or the key's destructor would
+	 * hand the parent's events to the child's writer when this thread exits. */
 	atomic_store(&all_threads, NULL);
 	tl_thread = NULL;
+	pthread_setspecific(thread_key, NULL);
+	atomic_store(&ap_lost_total, 0);
+	atomic_store(&ap_orphan_lost_allocs, 0);
+	atomic_store(&ap_orphan_lost_frees, 0);
 	pool_free = NULL;
 	pool_total = 0;
 	queue_head = queue_tail = NULL;
@@ -311,10 +320,12 @@ void ap_event_lost(bool is_free)
 	struct ap_thread *t = tl_thread;
 	if (t)
 		atomic_fetch_add(is_free ? &t->lost_frees : &t->lost_allocs, 1);
+	else /* the thread is being attached: the writer collects these */
+		atomic_fetch_add(is_free ? &ap_orphan_lost_frees : &ap_orphan_lost_allocs, 1);
 	atomic_fetch_add(&ap_lost_total, 1);
 }
 
-atomic_ulong ap_lost_total;
+atomic_ulong ap_lost_total, ap_orphan_lost_allocs, ap_orphan_lost_frees;
 
 /* Plain load and store, not a locked add: only the owner writes these. */
 static inline void bump(atomic_uint_fast64_t *c, uint64_t by)
@@ -342,12 +353,34 @@ void ap_count_free(void)
 
 static ap_spinlock meta_lock = ATOMIC_FLAG_INIT;
 static struct ap_buf *meta_cur, *meta_full_head, *meta_full_tail;
+/* For when mmap fails (address space exhausted, a program testing out-of-memory paths): a STACK
+ * record that cannot be written leaves events naming an undefined stack. Refilled by the writer
+ * each round from buffers it gave back. Under meta_lock. */
+#define AP_META_RESERVE 4
+static struct ap_buf *meta_reserve[AP_META_RESERVE];
 
-void ap_meta_record(int kind, const uint8_t *payload, size_t len)
+static struct ap_buf *meta_buf_get(void)
+{
+	struct ap_buf *b = pool_try_get(true);
+	for (int i = 0; !b && i < AP_META_RESERVE; i++) {
+		b = meta_reserve[i];
+		meta_reserve[i] = NULL;
+	}
+	return b;
+}
+
+static void meta_refill(void)
+{
+	for (int i = 0; i < AP_META_RESERVE; i++)
+		if (!meta_reserve[i])
+			meta_reserve[i] = pool_try_get(true);
+}
+
+bool ap_meta_record(int kind, const uint8_t *payload, size_t len)
 {
 	size_t need = 1 + AP_VARINT_MAX + len;
 	if (need > AP_BUF_DATA)
-		return; /* cannot happen: records are bounded well below a buffer */
+		return false; /* cannot happen: records are bounded well below a buffer */
 	ap_lock(&meta_lock);
 	if (!meta_cur || meta_cur->len + need > AP_BUF_DATA) {
 		if (meta_cur) {
@@ -359,7 +392,7 @@ void ap_meta_record(int kind, const uint8_t *payload, size_t len)
 			meta_full_tail = meta_cur;
 		}
 		/* Never waits: the writer needs this lock to make progress. */
-		meta_cur = pool_try_get(true);
+		meta_cur = meta_buf_get();
 		if (meta_cur)
 			meta_cur->len = 0;
 	}
@@ -370,12 +403,22 @@ void ap_meta_record(int kind, const uint8_t *payload, size_t len)
 		memcpy(q, payload, len);
 		meta_cur->len = (size_t)(q + len - meta_cur->data);
 	}
+	bool ok = meta_cur != NULL;
+	ap_unlock(&meta_lock);
+	return ok;
+}
+
+static void meta_init(void)
+{
+	ap_lock(&meta_lock);
+	meta_refill();
 	ap_unlock(&meta_lock);
 }
 
 struct ap_buf *ap_meta_take_all(void)
 {
 	ap_lock(&meta_lock);
+	meta_refill();
 	struct ap_buf *head = meta_full_head;
 	if (meta_cur && meta_cur->len) {
 		meta_cur->next = NULL;

@@ -52,6 +52,8 @@ void ap_meta_reset(void) AP_HIDDEN;
 void ap_pool_put(struct ap_buf *b) AP_HIDDEN;
 
 extern atomic_ulong ap_lost_total AP_HIDDEN;
+/* Lost while the thread had no record yet (inside its first event). */
+extern atomic_ulong ap_orphan_lost_allocs AP_HIDDEN, ap_orphan_lost_frees AP_HIDDEN;
 
 /* writer.c */
 bool ap_writer_running(void) AP_HIDDEN;

@@ -1,6 +1,7 @@
 /*
- * hooks.c: the interposed malloc family, how the shim finds the real allocator, and the process
- * lifecycle (constructor, exit, fork, dlopen).
+ * hooks.c: the interposed malloc family (and jemalloc's extended API when the real allocator has
+ * it), how the shim finds the real allocator, and dlclose. The process lifecycle (start, fork,
+ * exec, exit) is in lifecycle.c.
  *
  * Bootstrap: the first allocation can come before our constructor, from the loader or from
  * another library's constructor, and dlsym(RTLD_NEXT, ...) itself calls calloc while we look up
@@ -37,6 +38,12 @@ static struct {
 	size_t (*malloc_usable_size)(void *);
 	int (*dlclose)(void *);
 	int (*pipe2)(int *, int);
+	/* jemalloc's extended API: NULL when the next allocator does not have it. */
+	void *(*mallocx)(size_t, int);
+	void *(*rallocx)(void *, size_t, int);
+	size_t (*xallocx)(void *, size_t, size_t, int);
+	void (*dallocx)(void *, int);
+	void (*sdallocx)(void *, size_t, int);
 } real;
 
 /* ---- bootstrap --------------------------------------------------------------------------------- */
@@ -44,7 +51,9 @@ static struct {
 /* What dlsym allocates while we resolve (a dlerror buffer or two). */
 static char boot_pool[64 * 1024] __attribute__((aligned(64)));
 static size_t boot_used;
-static AP_TLS bool tl_resolving;
+/* volatile: dlsym may call back into malloc (its error path allocates), but the compiler cannot
+ * see that and would drop the store of true before the calls. */
+static AP_TLS volatile bool tl_resolving;
 static atomic_int resolve_state; /* 0 not yet, 1 in progress, 2 done */
 
 static bool in_boot_pool(const void *p)
@@ -91,6 +100,11 @@ static void resolve(void)
 	R(malloc_usable_size);
 	R(dlclose);
 	R(pipe2);
+	R(mallocx);
+	R(rallocx);
+	R(xallocx);
+	R(dallocx);
+	R(sdallocx);
 #undef R
 	tl_resolving = false;
 	if (!real.malloc || !real.free || !real.calloc || !real.realloc) {
@@ -103,7 +117,7 @@ static void resolve(void)
 
 /* Everything that must happen before the first event can be recorded; the first allocation of
  * the process may be the one that triggers it. */
-static void early_init(void)
+void ap_early_init(void)
 {
 	static atomic_int done;
 	int expect = 0;
@@ -130,6 +144,11 @@ static inline bool ready(void)
 	return true;
 }
 
+bool ap_hooks_ready(void)
+{
+	return ready();
+}
+
 /* Should this call be recorded? Sets the guard when it returns true. */
 static inline bool enter(bool is_free)
 {
@@ -142,13 +161,17 @@ static inline bool enter(bool is_free)
 	if (AP_UNLIKELY(st == AP_STATE_OFF))
 		return false;
 	ap_guard = 1;
+	/* Compiler barriers: a signal handler on this thread must see the guard set before any
+	 * of the shim's work and cleared only after all of it. */
+	atomic_signal_fence(memory_order_seq_cst);
 	if (AP_UNLIKELY(st == AP_STATE_BOOT))
-		early_init();
+		ap_early_init();
 	return true;
 }
 
 static inline void leave(void)
 {
+	atomic_signal_fence(memory_order_seq_cst);
 	ap_guard = 0;
 }
 
@@ -359,52 +382,101 @@ AP_EXPORT int pipe2(int fds[2], int flags)
 	return r;
 }
 
-/* ---- lifecycle ---------------------------------------------------------------------------------- */
+/* ---- jemalloc's extended API ------------------------------------------------------------------ */
 
-static void before_fork(void)
+/* Exported so that a program using jemalloc (linked with -ljemalloc, or preloaded after the shim)
+ * is traced through them too; they forward to the next definition. Without one (glibc), nobody
+ * should call them: they fail as jemalloc does when out of memory (NULL, or "not resized") rather
+ * than crash. nallocx allocates nothing and is left alone. realloc-like calls are written as
+ * realloc events (api REALLOC: FREE before, ALLOC after), frees as free events. */
+
+/* jemalloc's declarations (jemalloc/jemalloc.h); the shim does not build against jemalloc. */
+void *mallocx(size_t size, int flags);
+void *rallocx(void *old, size_t size, int flags);
+size_t xallocx(void *p, size_t size, size_t extra, int flags);
+void dallocx(void *p, int flags);
+void sdallocx(void *p, size_t size, int flags);
+
+AP_EXPORT void *mallocx(size_t size, int flags)
 {
-	ap_guard++;
-	ap_writer_lock();
-	ap_events_lock_all();
+	if (!ready() || !real.mallocx)
+		return errno = ENOMEM, NULL;
+	if (!enter(false))
+		return real.mallocx(size, flags);
+	void *p = real.mallocx(size, flags);
+	if (p)
+		record_alloc(AP_API_MALLOCX, p, size);
+	leave();
+	return p;
 }
 
-static void after_fork_parent(void)
+AP_EXPORT void *rallocx(void *old, size_t size, int flags)
 {
-	ap_events_unlock_all();
-	ap_writer_unlock();
-	ap_guard--;
+	if (!ready() || !real.rallocx)
+		return errno = ENOMEM, NULL;
+	bool rec = enter(true);
+	bool freed = rec && record_free(AP_API_REALLOC, old);
+	void *p = real.rallocx(old, size, flags);
+	if (rec) {
+		if (p) {
+			ap_count_free();
+			record_alloc(AP_API_REALLOC, p, size);
+		} else if (freed) {
+			if (ap_cfg.sample_bytes)
+				ap_sampled_add(old);
+			ap_event_unfree(old);
+		}
+		leave();
+	}
+	return p;
 }
 
-static void after_fork_child(void)
+/* Resizes in place or not at all, so no other thread can receive the block meanwhile: both
+ * events are written after the call, and only when it succeeded (result >= size). */
+AP_EXPORT size_t xallocx(void *p, size_t size, size_t extra, int flags)
 {
-	/* The child is not traced yet: its parent's file and writer thread are not its own. */
-	ap_sys_reset_tid();
-	ap_events_forked_child();
-	ap_sampler_forked_child();
-	ap_writer_forked_child();
-	atomic_store(&ap_state, AP_STATE_OFF);
-	ap_guard--;
+	if (!ready() || !real.xallocx)
+		return 0;
+	size_t r = real.xallocx(p, size, extra, flags);
+	if (r >= size && enter(true)) {
+		ap_count_free();
+		record_free(AP_API_REALLOC, p);
+		record_alloc(AP_API_REALLOC, p, size);
+		leave();
+	} else if (r >= size && ap_guard == 1) {
+		ap_event_lost(false); /* enter() counted the free */
+	}
+	return r;
 }
 
-__attribute__((constructor(101))) static void ap_constructor(void)
+static void x_free(void *p, void (*fn)(void *, size_t, int), size_t size, int flags)
 {
-	if (!ready())
+	if (!p)
 		return;
-	int saved = ap_guard;
-	ap_guard = 2;
-	early_init();
-	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-	bool ok = ap_writer_start();
-	atomic_store(&ap_state, ok ? AP_STATE_ON : AP_STATE_OFF);
-	ap_guard = saved;
+	if (!enter(true)) {
+		if (fn)
+			fn(p, size, flags);
+		else
+			real.dallocx(p, flags);
+		return;
+	}
+	ap_count_free();
+	record_free(AP_API_FREE, p);
+	if (fn)
+		fn(p, size, flags);
+	else
+		real.dallocx(p, flags);
+	leave();
 }
 
-__attribute__((destructor(101))) static void ap_destructor(void)
+AP_EXPORT void dallocx(void *p, int flags)
 {
-	if (atomic_load(&ap_state) != AP_STATE_ON)
-		return;
-	int saved = ap_guard;
-	ap_guard = 2;
-	ap_writer_finish();
-	ap_guard = saved;
+	if (ready() && real.dallocx)
+		x_free(p, NULL, 0, flags);
+}
+
+AP_EXPORT void sdallocx(void *p, size_t size, int flags)
+{
+	if (ready() && real.sdallocx)
+		x_free(p, real.sdallocx, size, flags);
 }

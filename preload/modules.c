@@ -27,6 +27,7 @@ static struct known *known_list;
 static uint32_t next_id = 1;
 static unsigned long long last_adds, last_subs;
 static uintptr_t shim_lo, shim_hi;
+static char shim_path[4096];
 
 atomic_uint ap_generation;
 
@@ -194,6 +195,8 @@ static int find_self(struct dl_phdr_info *info, size_t size, void *arg)
 		if (self >= lo && self < hi) {
 			shim_lo = lo;
 			shim_hi = hi;
+			if (info->dlpi_name)
+				ap_snprintf(shim_path, sizeof(shim_path), "%s", info->dlpi_name);
 			return 1;
 		}
 	}
@@ -208,4 +211,31 @@ void ap_modules_init_self(void)
 bool ap_modules_in_shim(uintptr_t addr)
 {
 	return addr >= shim_lo && addr < shim_hi;
+}
+
+const char *ap_modules_self_path(void)
+{
+	return shim_path;
+}
+
+void ap_modules_lock(void)
+{
+	pthread_mutex_lock(&scan_lock);
+}
+
+void ap_modules_unlock(void)
+{
+	pthread_mutex_unlock(&scan_lock);
+}
+
+void ap_modules_forked_child(void)
+{
+	/* The child's file starts empty: forget what was reported to the parent's (the nodes are
+	 * arena memory, dropped). A new generation keeps the child's stacks apart from the ones
+	 * the parent interned, whose STACK records are in the parent's file only. */
+	pthread_mutex_init(&scan_lock, NULL);
+	known_list = NULL;
+	next_id = 1;
+	last_adds = last_subs = 0;
+	atomic_fetch_add(&ap_generation, 1);
 }

@@ -9,7 +9,8 @@
  *  - the hot path (one allocation or free) takes no lock.
  *
  * Files, in the order data flows: hooks.c (the interposed functions, bootstrap, re-entrancy
- * guard) -> stacks.c (unwinding, stack table) -> events.c (per-thread buffers, event encoding)
+ * guard; lifecycle.c: start, fork, exec, exit) -> stacks.c (unwinding, stack table) -> events.c
+ * (per-thread buffers, event encoding)
  * -> writer.c (writer thread, zstd, the file); config.c, modules.c and sys.c serve them.
  */
 #ifndef AP_SHIM_H
@@ -39,6 +40,8 @@ typedef struct ap_config {
 	uint64_t sample_bytes; /* ALLOCPROF_SAMPLE_BYTES: mean bytes between samples, 0 = all */
 	uint64_t seed;      /* ALLOCPROF_SEED: the sampler's seed (default: time, pid) */
 	bool seed_given;
+	bool no_children;   /* ALLOCPROF_NO_CHILDREN: trace this process only (not fork/exec) */
+	char run_log[4096]; /* ALLOCPROF_RUN_LOG: file to append "pid ppid path" to (record sets it) */
 } ap_config;
 
 extern ap_config ap_cfg AP_HIDDEN;
@@ -82,6 +85,8 @@ int ap_sys_create_trace(const char *pattern, char *path_out, size_t path_size) A
 int ap_sys_move_high(int fd) AP_HIDDEN;
 /* Reads a small file (e.g. under /proc) into buf, NUL-terminated. Bytes read, or -errno. */
 long ap_sys_read_file(const char *path, char *buf, size_t size) AP_HIDDEN;
+/* Appends one line to a file (opened and closed again: O_APPEND makes concurrent lines whole). */
+void ap_sys_append_line(const char *path, const char *line) AP_HIDDEN;
 
 /* ---- stamps: the cross-thread order (see "Stamps" in allocprof/trace.h) --------------------- */
 
@@ -126,6 +131,10 @@ void ap_stacks_init(void) AP_HIDDEN;
 uint32_t ap_stacks_capture(void) AP_HIDDEN;
 extern atomic_uint ap_generation AP_HIDDEN;
 extern atomic_uint ap_stacks_count AP_HIDDEN;
+/* In a fork child, which writes a new file: forget every stack, so that each is defined again
+ * there, with ids from 1. (lifecycle.c has a weak no-op fallback; the generation bump done by
+ * ap_modules_forked_child already keeps old ids from being used in the child.) */
+void ap_stacks_forked_child(void) AP_HIDDEN;
 
 /* ---- modules.c: the loaded ELF objects ------------------------------------------------------- */
 
@@ -135,6 +144,13 @@ void ap_modules_scan(bool force) AP_HIDDEN;
 /* True if addr lies in the shim's own code. */
 bool ap_modules_in_shim(uintptr_t addr) AP_HIDDEN;
 void ap_modules_init_self(void) AP_HIDDEN;
+/* The shim's own file name, as the loader has it (for removing it from LD_PRELOAD). */
+const char *ap_modules_self_path(void) AP_HIDDEN;
+/* Held across fork; in the child, every module is reported again (new file), in a new
+ * generation, so that stacks captured in the child never reuse the parent's ids. */
+void ap_modules_lock(void) AP_HIDDEN;
+void ap_modules_unlock(void) AP_HIDDEN;
+void ap_modules_forked_child(void) AP_HIDDEN;
 
 /* ---- events.c: per-thread buffers and the meta stream ---------------------------------------- */
 
@@ -151,20 +167,35 @@ void ap_count_free(void) AP_HIDDEN;
 
 /* Appends a complete record (kind + payload) to the meta stream: STACK, MODULE, UNLOAD,
  * THREAD records, which the writer puts before the events of the same round. */
-void ap_meta_record(int kind, const uint8_t *payload, size_t len) AP_HIDDEN;
+/* false when out of memory: the record was not written. */
+bool ap_meta_record(int kind, const uint8_t *payload, size_t len) AP_HIDDEN;
 
 /* ---- writer.c: the file ---------------------------------------------------------------------- */
 
-/* Opens the trace and writes the header; starts the writer thread. false: tracing stays off. */
+/* Opens the trace and writes the header; starts the writer thread. false: tracing stays off.
+ * Also in a fork child, after ap_writer_forked_child. */
 bool ap_writer_start(void) AP_HIDDEN;
+/* How the process ends (enum ap_end_how, status), for the END record; the last word counts. */
+void ap_writer_set_end(int how, int status) AP_HIDDEN;
+/* Writes an EXIT record now (exit() or return from main: the status is known only from an
+ * on_exit handler, which runs after the destructors). */
+void ap_writer_exit_record(int how, int status) AP_HIDDEN;
 /* Final flush at exit: stops the writer thread, writes everything and the END record; events
- * after this are written synchronously. */
+ * after this are written synchronously. Only the first call does anything. */
 void ap_writer_finish(void) AP_HIDDEN;
-/* After fork in the child: the parent's file and writer are not ours. */
+/* After fork in the child: the parent's file and writer are not ours; forgets them. */
 void ap_writer_forked_child(void) AP_HIDDEN;
 void ap_writer_wake(void) AP_HIDDEN;
+/* The pid whose trace this is (0 before the file is open): a vfork child shares our memory and
+ * must not touch it. */
+extern atomic_int ap_trace_pid AP_HIDDEN;
 
-/* ---- hooks.c ---------------------------------------------------------------------------------- */
+/* ---- hooks.c, lifecycle.c --------------------------------------------------------------------- */
+
+/* Resolves the real allocator if needed; false only inside dlsym while resolving. */
+bool ap_hooks_ready(void) AP_HIDDEN;
+/* Options, clock, stacks, buffers: what must exist before the first event. Idempotent. */
+void ap_early_init(void) AP_HIDDEN;
 
 /* Global state: OFF until the constructor has opened the file; events before it are buffered. */
 enum { AP_STATE_BOOT = 0, AP_STATE_ON = 1, AP_STATE_OFF = 2, AP_STATE_FINAL = 3 };

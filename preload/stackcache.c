@@ -25,6 +25,7 @@
 #include "stacks.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 
 #define SC_SETS 64
@@ -129,6 +130,11 @@ static struct sc_cache *cache_self(void)
 	/* The stack's upper end bounds every read; glibc may allocate while finding it (it reads
 	 * /proc/self/maps for the main thread): the guard makes those calls the shim's own. */
 	int saved = ap_guard;
+	/* Signals blocked meanwhile: a handler's malloc would pass as the shim's own, unrecorded
+	 * and not counted as lost. */
+	sigset_t all, old_mask;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old_mask);
 	ap_guard = 2;
 	pthread_attr_t attr;
 	void *lo;
@@ -139,6 +145,7 @@ static struct sc_cache *cache_self(void)
 		pthread_attr_destroy(&attr);
 	}
 	ap_guard = saved;
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	if (!ok) {
 		tl_no_cache = true;
 		return NULL;

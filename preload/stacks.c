@@ -30,6 +30,17 @@ void ap_stacks_init(void)
 	ap_stackcache_init();
 }
 
+/* In a fork child: a table of its own, ids from 1, so that the child's trace defines every stack
+ * it names (the parent's nodes stay readable, unreachable). */
+void ap_stacks_forked_child(void)
+{
+	_Atomic(struct ap_stack *) *b = ap_sys_map(AP_BUCKETS * sizeof(*b));
+	if (b)
+		buckets = b;
+	atomic_store(&next_id, 1);
+	atomic_store(&ap_stacks_count, 0);
+}
+
 static uint64_t hash_frames(const uintptr_t *f, uint32_t n, uint32_t generation, uint32_t flags)
 {
 	uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)generation << 32) ^ flags ^ n;
@@ -41,14 +52,14 @@ static uint64_t hash_frames(const uintptr_t *f, uint32_t n, uint32_t generation,
 	return h ? h : 1;
 }
 
-static void emit_stack(const struct ap_stack *s)
+static bool emit_stack(const struct ap_stack *s)
 {
 	/* Programs run threads on small stacks: encode on ours only when the record is small. */
 	uint8_t small[2048];
 	size_t cap = 64 + (size_t)s->nframes * AP_VARINT_MAX;
 	uint8_t *buf = cap <= sizeof(small) ? small : ap_sys_map(cap), *p = buf;
 	if (!buf)
-		return;
+		return false;
 	p = ap_put_varint(p, s->id);
 	p = ap_put_varint(p, s->generation);
 	p = ap_put_varint(p, s->flags);
@@ -61,9 +72,10 @@ static void emit_stack(const struct ap_stack *s)
 			p = ap_put_svarint(p, (int64_t)(s->frames[i] - prev));
 		prev = s->frames[i];
 	}
-	ap_meta_record(AP_REC_STACK, buf, (size_t)(p - buf));
+	bool ok = ap_meta_record(AP_REC_STACK, buf, (size_t)(p - buf));
 	if (buf != small)
 		ap_sys_unmap(buf, cap);
+	return ok;
 }
 
 static struct ap_stack *lookup(uint64_t h, const uintptr_t *frames, uint32_t n, uint32_t generation,
@@ -115,7 +127,10 @@ static struct ap_stack *intern(const uintptr_t *frames, uint32_t n, uint32_t fla
 		 * race wastes one id, which no event ever names. */
 		if (!mine->id) {
 			mine->id = atomic_fetch_add(&next_id, 1);
-			emit_stack(mine);
+			/* A stack whose record could not be written must never be named by an
+			 * event: the allocation is recorded without a stack instead. */
+			if (!emit_stack(mine))
+				return NULL;
 		}
 		struct ap_stack *seen = first;
 		if (atomic_compare_exchange_strong_explicit(head, &first, mine, memory_order_acq_rel,

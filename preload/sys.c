@@ -341,10 +341,26 @@ int ap_sys_move_high(int fd)
 	return high;
 }
 
+void ap_sys_append_line(const char *path, const char *line)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ap_sys_write_all(fd, line, strlen(line));
+	close(fd);
+}
+
 int ap_sys_create_trace(const char *pattern, char *path_out, size_t path_size)
 {
-	char base[4096];
-	expand_pattern(pattern, base, sizeof(base));
+	/* Absolute, so that the file can be opened again by name after the program changed
+	 * directory (see reopening in writer.c). */
+	char base[4096], rel[4096];
+	expand_pattern(pattern, rel, sizeof(rel));
+	char cwd[2048];
+	if (rel[0] != '/' && getcwd(cwd, sizeof(cwd)))
+		ap_snprintf(base, sizeof(base), "%s/%s", cwd, rel);
+	else
+		ap_snprintf(base, sizeof(base), "%s", rel);
 	for (int i = 0; i < 1000; i++) {
 		if (i == 0)
 			ap_snprintf(path_out, path_size, "%s", base);

@@ -11,6 +11,13 @@
  * Ending a frame each round is what makes a killed program's trace readable up to its last round.
  * The zstd context gets its memory from mmap (ZSTD_customMem), never from the traced allocator.
  * All signals are blocked in the writer thread, so the program's handlers never run on it.
+ *
+ * The descriptor: a high close-on-exec one, out of the program's way. Daemons close every
+ * descriptor at start, and programs dup2 over numbers they think free; so before each write the
+ * writer checks (fstat: device and inode) that the descriptor is still the trace file. If not, the
+ * number now belongs to the program and is left alone; the file is opened again by its absolute
+ * name in append mode for each write and closed right after, so a program that manages its
+ * descriptors does not find one of ours lying around again.
  */
 #define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
@@ -22,6 +29,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -34,6 +43,12 @@
 static pthread_mutex_t round_lock = PTHREAD_MUTEX_INITIALIZER;
 static int trace_fd = -1;
 static char trace_path[4096];
+static dev_t trace_dev;
+static ino_t trace_ino;
+static bool fd_per_write; /* the program closed or replaced our descriptor once */
+static atomic_int end_how = AP_END_UNKNOWN, end_status;
+static atomic_bool finished;
+atomic_int ap_trace_pid;
 static ZSTD_CCtx *cctx;
 static uint8_t *zout;
 static size_t zout_len;
@@ -79,10 +94,47 @@ static void zfree(void *opaque, void *ptr)
 	}
 }
 
+static bool is_trace(int fd)
+{
+	struct stat st;
+	return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == trace_dev && st.st_ino == trace_ino;
+}
+
+/* A descriptor for the trace file, or -errno; give it back with put_fd. */
+static int get_fd(void)
+{
+	if (!fd_per_write) {
+		if (is_trace(trace_fd))
+			return trace_fd;
+		/* Closed under us, or the number reused by the program: not ours any more. */
+		trace_fd = -1;
+		fd_per_write = true;
+		if (ap_cfg.verbose)
+			ap_log("the trace's descriptor was closed or replaced by the program; reopening %s "
+			       "for each write", trace_path);
+	}
+	int fd = open(trace_path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (!is_trace(fd)) { /* removed and created again by someone else: not our file */
+		close(fd);
+		return -ESTALE;
+	}
+	return fd;
+}
+
+static void put_fd(int fd)
+{
+	if (fd >= 0 && fd != trace_fd)
+		close(fd);
+}
+
 static void flush_out(void)
 {
 	if (zout_len && !write_failed) {
-		int err = ap_sys_write_all(trace_fd, zout, zout_len);
+		int fd = get_fd();
+		int err = fd < 0 ? fd : ap_sys_write_all(fd, zout, zout_len);
+		put_fd(fd);
 		if (err) {
 			/* Disk full, quota, EIO: the program goes on; what was written stays
 			 * readable, and the reader reports the missing END. */
@@ -173,7 +225,7 @@ static void write_header(void)
 		p = put_str(p, end, cmdline + i, n);
 		i += (long)n + 1;
 	}
-	p = ap_put_varint(p, 0); /* flags */
+	p = ap_put_varint(p, ap_cfg.no_children ? 0 : AP_HDR_CHILDREN);
 	p = put_str(p, end, un.nodename, strlen(un.nodename));
 
 	uint8_t magic[AP_MAGIC_LEN + AP_VARINT_MAX], *m = magic;
@@ -287,7 +339,7 @@ static void put_totals(uint64_t stamp)
 /* One round; round_lock held. */
 static void round_locked(bool force_frame)
 {
-	if (trace_fd < 0 || write_failed)
+	if ((trace_fd < 0 && !fd_per_write) || write_failed)
 		return;
 	uint64_t w = ap_stamp();
 	bool complete = true;
@@ -300,15 +352,39 @@ static void round_locked(bool force_frame)
 			tail = &b->next;
 		}
 	}
+	uint64_t lost_a = atomic_exchange(&ap_orphan_lost_allocs, 0);
+	uint64_t lost_f = atomic_exchange(&ap_orphan_lost_frees, 0);
+	for (struct ap_thread *t = ap_threads_first(); t; t = t->next) {
+		/* Counts of a thread that may write no further event (the signal handler ran after
+		 * its last one): collected here, each exactly once (the owner exchanges too). */
+		if (atomic_load_explicit(&t->lost_allocs, memory_order_relaxed) |
+		    atomic_load_explicit(&t->lost_frees, memory_order_relaxed)) {
+			lost_a += atomic_exchange(&t->lost_allocs, 0);
+			lost_f += atomic_exchange(&t->lost_frees, 0);
+		}
+	}
 	/* Taken after stealing: a buffer queued just before its thread's current one was
 	 * stolen must be in this round too (see the SYNC promise). */
 	struct ap_buf *queued = ap_queue_take_all();
 	struct ap_buf *meta = ap_meta_take_all();
-	if (!stolen && !queued && !meta && !force_frame)
+	if (!stolen && !queued && !meta && !force_frame && !lost_a && !lost_f)
 		return;
 	write_list(meta, true);
 	write_list(queued, false);
 	write_list(stolen, false);
+	if (lost_a || lost_f) {
+		/* A chunk of tid 0, the shim's own: one LOST event stamped W. */
+		static uint64_t lost_seq;
+		uint8_t buf[1 + 6 * AP_VARINT_MAX], *p = buf;
+		p = ap_put_varint(p, 0);
+		p = ap_put_varint(p, lost_seq++);
+		p = ap_put_varint(p, w);
+		*p++ = AP_EV_LOST;
+		p = ap_put_varint(p, 0);
+		p = ap_put_varint(p, lost_a);
+		p = ap_put_varint(p, lost_f);
+		put_record(AP_REC_CHUNK, buf, (size_t)(p - buf));
+	}
 	if (complete) {
 		uint8_t buf[AP_VARINT_MAX];
 		put_record(AP_REC_SYNC, buf, (size_t)(ap_put_varint(buf, w) - buf));
@@ -346,19 +422,38 @@ static void *writer_main(void *arg)
 
 bool ap_writer_start(void)
 {
-	ZSTD_customMem mem = {zalloc, zfree, NULL};
-	cctx = ZSTD_createCCtx_advanced(mem);
-	zout = ap_sys_map(AP_ZOUT);
+	if (cctx) {
+		/* A fork child: the parent's context, between two frames (round_lock was held
+		 * across the fork), serves again. */
+		ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+	} else {
+		ZSTD_customMem mem = {zalloc, zfree, NULL};
+		cctx = ZSTD_createCCtx_advanced(mem);
+		ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3);
+		ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+	}
+	if (!zout)
+		zout = ap_sys_map(AP_ZOUT);
 	if (!cctx || !zout) {
 		ap_log("out of memory at start; tracing is off");
 		return false;
 	}
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3);
-	ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+	zout_len = 0;
 	trace_fd = ap_sys_create_trace(ap_cfg.output, trace_path, sizeof(trace_path));
 	if (trace_fd < 0) {
 		ap_log("cannot create %s (%s); tracing is off", trace_path, strerror(-trace_fd));
 		return false;
+	}
+	struct stat st;
+	if (fstat(trace_fd, &st) == 0) {
+		trace_dev = st.st_dev;
+		trace_ino = st.st_ino;
+	}
+	atomic_store(&ap_trace_pid, (int)getpid());
+	if (ap_cfg.run_log[0]) {
+		char line[4096 + 64];
+		ap_snprintf(line, sizeof(line), "%d %d %s\n", (int)getpid(), (int)getppid(), trace_path);
+		ap_sys_append_line(ap_cfg.run_log, line);
 	}
 	write_header();
 	ap_modules_scan(true);
@@ -391,8 +486,8 @@ static void write_end(void)
 	uint8_t buf[(5 + AP_CNT__COUNT) * AP_VARINT_MAX], *p = buf;
 	p = ap_put_varint(p, ap_stamp());
 	p = ap_put_varint(p, ap_sys_monotonic_ns());
-	p = ap_put_varint(p, AP_END_UNKNOWN);
-	p = ap_put_varint(p, 0);
+	p = ap_put_varint(p, (uint64_t)atomic_load(&end_how));
+	p = ap_put_varint(p, (uint64_t)atomic_load(&end_status));
 	p = ap_put_varint(p, AP_CNT__COUNT);
 	for (int i = 0; i < AP_CNT__COUNT; i++)
 		p = ap_put_varint(p, counters[i]);
@@ -401,8 +496,31 @@ static void write_end(void)
 	end_frame();
 }
 
+void ap_writer_exit_record(int how, int status)
+{
+	if (atomic_load(&ap_trace_pid) != (int)getpid())
+		return;
+	uint8_t buf[2 * AP_VARINT_MAX], *p = buf;
+	p = ap_put_varint(p, (uint64_t)how);
+	p = ap_put_varint(p, (uint64_t)status);
+	pthread_mutex_lock(&round_lock);
+	if (trace_fd >= 0 || fd_per_write) {
+		put_record(AP_REC_EXIT, buf, (size_t)(p - buf));
+		end_frame();
+	}
+	pthread_mutex_unlock(&round_lock);
+}
+
+void ap_writer_set_end(int how, int status)
+{
+	atomic_store(&end_status, status);
+	atomic_store(&end_how, how);
+}
+
 void ap_writer_finish(void)
 {
+	if (atomic_exchange(&finished, true))
+		return;
 	if (atomic_load(&writer_up)) {
 		atomic_store(&writer_stop, true);
 		atomic_store(&writer_sleeping, true);
@@ -416,7 +534,7 @@ void ap_writer_finish(void)
 	atomic_store(&ap_state, AP_STATE_FINAL);
 	ap_modules_scan(false);
 	round_locked(false);
-	if (trace_fd >= 0 && !write_failed)
+	if ((trace_fd >= 0 || fd_per_write) && !write_failed)
 		write_end();
 	pthread_mutex_unlock(&round_lock);
 }
@@ -424,12 +542,23 @@ void ap_writer_finish(void)
 void ap_writer_forked_child(void)
 {
 	/* The descriptor is the parent's open file: the child must neither write to it nor keep
-	 * it (it would show up as a descriptor the program never opened). */
-	if (trace_fd >= 0)
+	 * it (it would show up as a descriptor the program never opened). Unless the program
+	 * reused the number meanwhile: then it is the program's. */
+	if (!fd_per_write && is_trace(trace_fd))
 		close(trace_fd);
 	trace_fd = -1;
-	cctx = NULL;
+	fd_per_write = false;
+	write_failed = false;
+	trace_path[0] = 0;
+	bytes_raw = bytes_file = n_allocs = n_frees = 0;
+	zout_len = 0;
+	atomic_store(&ap_trace_pid, 0);
+	atomic_store(&end_how, AP_END_UNKNOWN);
+	atomic_store(&end_status, 0);
+	atomic_store(&finished, false);
 	atomic_store(&writer_up, false);
+	atomic_store(&writer_stop, false);
+	atomic_store(&writer_sleeping, false);
 	pthread_mutex_init(&round_lock, NULL);
 }
 

@@ -79,7 +79,8 @@ enum ap_record_kind {
 	AP_REC_STACK = 4,
 	/* CHUNK, a run of one thread's events:
 	 *   varint tid, varint chunk_seq (per thread, from 0), varint base_stamp, then events until
-	 *   the end of the payload (see enum ap_event_kind). */
+	 *   the end of the payload (see enum ap_event_kind). tid 0 is the shim's writer: LOST
+	 *   events it collected for threads that wrote no event after the loss. */
 	AP_REC_CHUNK = 5,
 	/* SYNC: varint stamp W (see "Stamps" above). */
 	AP_REC_SYNC = 6,
@@ -90,9 +91,14 @@ enum ap_record_kind {
 	/* END, written once by a process that flushed at exit:
 	 *   varint stamp, varint monotonic_ns, varint how (enum ap_end_how), varint status,
 	 *   then the counters: varint n, n times varint (see enum ap_counter). Records may follow
-	 *   END (allocations made after the shim's exit handler, written as they happen). */
+	 *   END (allocations made after the shim's exit handler, written as they happen).
+	 *   how/status are what the shim saw when it wrote END: _exit/_Exit (AP_END_EXIT),
+	 *   abort() (AP_END_SIGNAL, SIGABRT); AP_END_UNKNOWN otherwise (an exit() status comes
+	 *   in an EXIT record). An EXIT record, when present, takes precedence. */
 	AP_REC_END = 9,
-	/* EXIT, appended by `allocprof record` after the process ended:
+	/* EXIT, how the process ended: written by the shim when the program calls exit() or
+	 * returns from main (after END), and appended by `allocprof record` after the process
+	 * ended; a reader keeps the last one:
 	 *   varint how (enum ap_end_how), varint status (exit code or signal number). */
 	AP_REC_EXIT = 10,
 	/* TOTALS, the exact number of calls, sampled or not, since the start of the process,
@@ -139,6 +145,9 @@ enum ap_api {
 	AP_API_PVALLOC = 7,
 	AP_API_REALLOCARRAY = 8,
 	AP_API_FREE = 9,
+	/* jemalloc's mallocx. Its rallocx and a successful xallocx are written as realloc (api
+	 * REALLOC), its dallocx and sdallocx as free (api FREE). */
+	AP_API_MALLOCX = 10,
 	AP_API_OTHER = 15,
 };
 
@@ -148,7 +157,7 @@ enum ap_clock {
 };
 
 /* HEADER flags. */
-#define AP_HDR_CHILDREN 0x1u /* children (fork/exec) are traced too */
+#define AP_HDR_CHILDREN 0x1u /* children (fork/exec) are traced too, each into its own file */
 
 /* STACK flags. */
 #define AP_STACK_TRUNCATED 0x1u /* deeper than max_depth: the outermost frames are missing */
