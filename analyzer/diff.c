@@ -1,9 +1,9 @@
 /*
  * diff.c: `allocprof diff BASE NEW`: per function, the old and new figure of a sample index, the
  * delta and delta% (benchcmp's table, pprof's -diff_base), and with --pprof a diff profile: one
- * profile.proto with NEW's samples as they are and BASE's negated, which `go tool pprof` shows as
- * the difference (the simplest output with -diff_base semantics; no pprof::base label, so
- * percentages are relative to the sum of absolute values).
+ * profile.proto with NEW's samples as they are and BASE's negated and labelled pprof::base=true,
+ * as pprof's own -diff_base merges them, so that `go tool pprof` shows the difference with
+ * percentages of the base total (-diff_base semantics).
  *
  * BASE and NEW are each a trace or a pprof heap profile (gzip'd or not): the one `allocprof pprof`
  * writes, or any profile.proto whose sample types are named alloc_objects, alloc_space,
@@ -565,6 +565,12 @@ static int write_diff_pprof(const df_prof *base, const df_prof *nw, int m, const
 				put_varint(&msg, (uint64_t)(s == 0 ? llround(st->v[k]) : -llround(st->v[k])));
 			put_bytes(&sub, 2, msg.v, msg.n);
 			msg.n = 0;
+			if (s == 1) {
+				/* pprof counts only samples with this label in the total when any has it. */
+				put_uint(&msg, 1, STR("pprof::base"));
+				put_uint(&msg, 2, STR("true"));
+				put_msg(&sub, 3, &msg);
+			}
 			put_msg(&out, 2, &sub);
 		}
 	}
