@@ -107,13 +107,28 @@ static void queue_push(struct ap_buf *b)
 	ap_writer_wake();
 }
 
-struct ap_buf *ap_queue_take_all(void)
+struct ap_buf *ap_queue_take(size_t max, uint64_t *left_min_stamp)
 {
 	ap_lock(&pool_lock);
-	struct ap_buf *b = queue_head;
-	queue_head = queue_tail = NULL;
+	struct ap_buf *head = queue_head, *last = NULL, *b = head;
+	for (size_t n = 0; b && n < max; n++) {
+		last = b;
+		b = b->next;
+	}
+	/* b is the first buffer left for a later round: the smallest stamp among those left
+	 * bounds what the round may promise (a queue is short: hundreds of buffers at most). */
+	uint64_t min = UINT64_MAX;
+	for (struct ap_buf *r = b; r; r = r->next)
+		if (r->base_stamp < min)
+			min = r->base_stamp;
+	queue_head = b;
+	if (!b)
+		queue_tail = NULL;
+	if (last)
+		last->next = NULL;
 	ap_unlock(&pool_lock);
-	return b;
+	*left_min_stamp = min;
+	return last ? head : NULL;
 }
 
 /* ---- threads ----------------------------------------------------------------------------------- */

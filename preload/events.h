@@ -45,8 +45,9 @@ void ap_events_lock_all(void) AP_HIDDEN;
 void ap_events_unlock_all(void) AP_HIDDEN;
 
 struct ap_thread *ap_threads_first(void) AP_HIDDEN;
-/* The full buffers handed over so far, oldest first, as a list. */
-struct ap_buf *ap_queue_take_all(void) AP_HIDDEN;
+/* Up to max of the full buffers handed over so far, oldest first, as a list; stores in
+ * *left_min_stamp the smallest base stamp of those left (UINT64_MAX when none are). */
+struct ap_buf *ap_queue_take(size_t max, uint64_t *left_min_stamp) AP_HIDDEN;
 struct ap_buf *ap_meta_take_all(void) AP_HIDDEN;
 void ap_meta_reset(void) AP_HIDDEN;
 void ap_pool_put(struct ap_buf *b) AP_HIDDEN;

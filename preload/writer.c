@@ -337,10 +337,17 @@ static void put_totals(uint64_t stamp)
 }
 
 /* One round; round_lock held. */
-static void round_locked(bool force_frame)
+/* Full buffers written in one round at most. When the program fills buffers faster than they are
+ * compressed, the queue grows to the pool's size (about 1.5 million events); writing it all
+ * before one SYNC would make the reader hold that many events. Written a slice at a time, each
+ * round promises only what it can: the SYNC stamp is lowered to the oldest stamp left queued. */
+#define AP_ROUND_MAX_BUFFERS 64
+
+/* One round; round_lock held. Returns true when full buffers are left for another round. */
+static bool round_locked(bool force_frame)
 {
 	if ((trace_fd < 0 && !fd_per_write) || write_failed)
-		return;
+		return false;
 	uint64_t w = ap_stamp();
 	bool complete = true;
 	struct ap_buf *stolen = NULL, **tail = &stolen;
@@ -365,10 +372,11 @@ static void round_locked(bool force_frame)
 	}
 	/* Taken after stealing: a buffer queued just before its thread's current one was
 	 * stolen must be in this round too (see the SYNC promise). */
-	struct ap_buf *queued = ap_queue_take_all();
+	uint64_t left_min;
+	struct ap_buf *queued = ap_queue_take(AP_ROUND_MAX_BUFFERS, &left_min);
 	struct ap_buf *meta = ap_meta_take_all();
 	if (!stolen && !queued && !meta && !force_frame && !lost_a && !lost_f)
-		return;
+		return false;
 	write_list(meta, true);
 	write_list(queued, false);
 	write_list(stolen, false);
@@ -387,17 +395,26 @@ static void round_locked(bool force_frame)
 	}
 	if (complete) {
 		uint8_t buf[AP_VARINT_MAX];
-		put_record(AP_REC_SYNC, buf, (size_t)(ap_put_varint(buf, w) - buf));
+		uint64_t sync = left_min < w ? left_min : w;
+		put_record(AP_REC_SYNC, buf, (size_t)(ap_put_varint(buf, sync) - buf));
 	}
 	put_clock(w);
 	put_totals(w);
 	end_frame();
+	return left_min != UINT64_MAX;
+}
+
+/* Rounds until nothing full is left queued; round_lock held. */
+static void rounds_locked(void)
+{
+	while (round_locked(false))
+		;
 }
 
 void ap_writer_sync(void)
 {
 	pthread_mutex_lock(&round_lock);
-	round_locked(false);
+	rounds_locked();
 	pthread_mutex_unlock(&round_lock);
 }
 
@@ -409,8 +426,10 @@ static void *writer_main(void *arg)
 		unsigned seen = atomic_load(&wake_word);
 		ap_modules_scan(false);
 		pthread_mutex_lock(&round_lock);
-		round_locked(false);
+		bool more = round_locked(false);
 		pthread_mutex_unlock(&round_lock);
+		if (more)
+			continue; /* the queue is long: no sleep */
 		atomic_store(&writer_sleeping, true);
 		struct timespec ts = {0, (long)AP_ROUND_NS};
 		if (seen == atomic_load(&wake_word) && !atomic_load(&writer_stop))
@@ -533,7 +552,7 @@ void ap_writer_finish(void)
 	 * threads still running after exit() allocate too. */
 	atomic_store(&ap_state, AP_STATE_FINAL);
 	ap_modules_scan(false);
-	round_locked(false);
+	rounds_locked();
 	if ((trace_fd >= 0 || fd_per_write) && !write_failed)
 		write_end();
 	pthread_mutex_unlock(&round_lock);
