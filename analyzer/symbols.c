@@ -247,24 +247,6 @@ int ap_symbols_set_debuginfo_path(ap_symbols *s, const char *path)
 	return 0;
 }
 
-/* Grows the array *arrp (any pointer type: it is accessed through memcpy, which may alias it). */
-static bool grow(void *arrp, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return true;
-	size_t cap2 = *cap ? *cap : 16;
-	while (cap2 < need)
-		cap2 *= 2;
-	void *arr;
-	memcpy(&arr, arrp, sizeof(arr));
-	void *p = realloc(arr, cap2 * elem);
-	if (p == NULL)
-		return false;
-	memcpy(arrp, &p, sizeof(p));
-	*cap = cap2;
-	return true;
-}
-
 static uint64_t file_hash(const char *path, const uint8_t *bid, size_t bid_len)
 {
 	return mix64(hash_bytes(path, strlen(path)) ^ hash_bytes((const char *)bid, bid_len));
@@ -302,7 +284,7 @@ static struct elf_file *file_for(ap_symbols *s, const char *path, const uint8_t 
 				return f;
 		}
 	}
-	if (!grow(&s->files, &s->capfiles, s->nfiles + 1, sizeof(*s->files)))
+	if (!ap_grow(&s->files, &s->capfiles, s->nfiles + 1, sizeof(*s->files)))
 		return NULL;
 	struct elf_file *f = arena_alloc(s, sizeof(*f));
 	if (f == NULL)
@@ -326,8 +308,8 @@ int ap_symbols_add_module(ap_symbols *s, const ap_module_desc *m)
 	const uint8_t *bid = arena_dup(s, m->build_id, m->build_id_len);
 	const ap_segment *segs = arena_dup(s, m->segs, m->nsegs * sizeof(*m->segs));
 	if (path == NULL || bid == NULL || segs == NULL ||
-	    !grow(&s->mods, &s->capmods, s->nmods + 1, sizeof(*s->mods)) ||
-	    !grow(&s->ranges, &s->capranges, s->nranges + m->nsegs, sizeof(*s->ranges)))
+	    !ap_grow(&s->mods, &s->capmods, s->nmods + 1, sizeof(*s->mods)) ||
+	    !ap_grow(&s->ranges, &s->capranges, s->nranges + m->nsegs, sizeof(*s->ranges)))
 		return -ENOMEM;
 	struct elf_file *file = file_for(s, path, bid, m->build_id_len);
 	if (file == NULL)

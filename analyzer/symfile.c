@@ -181,24 +181,6 @@ void ap_symfile_close(ap_symfile *f)
 	free(f);
 }
 
-/* Grows the array *arrp (any pointer type: it is accessed through memcpy, which may alias it). */
-static bool grow(void *arrp, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return true;
-	size_t cap2 = *cap ? *cap : 64;
-	while (cap2 < need)
-		cap2 *= 2;
-	void *arr;
-	memcpy(&arr, arrp, sizeof(arr));
-	void *p = realloc(arr, cap2 * elem);
-	if (p == NULL)
-		return false;
-	memcpy(arrp, &p, sizeof(p));
-	*cap = cap2;
-	return true;
-}
-
 static int sym_cmp(const void *a, const void *b)
 {
 	const struct sym *x = a, *y = b;
@@ -233,7 +215,7 @@ static void build_symtab(ap_symfile *f)
 		    shndx == SHN_ABS || !(type == STT_FUNC || type == STT_GNU_IFUNC ||
 		                          (type == STT_NOTYPE && is_code(elf, shndx))))
 			continue;
-		if (!grow(&f->syms, &cap, f->nsyms + 1, sizeof(*f->syms)))
+		if (!ap_grow(&f->syms, &cap, f->nsyms + 1, sizeof(*f->syms)))
 			break;
 		f->syms[f->nsyms++] = (struct sym){addr, sym.st_size, name,
 		                                   bind == STB_GLOBAL ? 0 : bind == STB_WEAK ? 1 : 2};
@@ -303,7 +285,7 @@ static bool add_ranges(struct die_range **v, size_t *n, size_t *cap, Dwarf_Die *
 {
 	Dwarf_Addr base, lo, hi;
 	for (ptrdiff_t off = 0; (off = dwarf_ranges(die, off, &base, &lo, &hi)) > 0;) {
-		if (!grow(v, cap, *n + 1, sizeof(**v)))
+		if (!ap_grow(v, cap, *n + 1, sizeof(**v)))
 			return false;
 		(*v)[(*n)++] = (struct die_range){lo + bias, hi + bias, *die};
 	}
@@ -373,7 +355,7 @@ static Dwarf_Die *func_of(ap_symfile *f, Dwarf_Die *cu, Dwarf_Addr addr)
 			hi = mid;
 	}
 	if (lo == f->ncufs || f->cufs[lo].cu_offset != off) {
-		if (!grow(&f->cufs, &f->capcufs, f->ncufs + 1, sizeof(*f->cufs)))
+		if (!ap_grow(&f->cufs, &f->capcufs, f->ncufs + 1, sizeof(*f->cufs)))
 			return NULL;
 		memmove(&f->cufs[lo + 1], &f->cufs[lo], (f->ncufs - lo) * sizeof(*f->cufs));
 		f->ncufs++;

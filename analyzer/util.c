@@ -169,3 +169,20 @@ bool ap_map_del(ap_map *m, uint64_t key, uint64_t *val_out)
 	m->n--;
 	return true;
 }
+
+bool ap_grow(void *arrp, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return true;
+	size_t cap2 = *cap ? *cap : 16;
+	while (cap2 < need)
+		cap2 *= 2;
+	void *arr;
+	memcpy(&arr, arrp, sizeof(arr));
+	void *p = realloc(arr, cap2 * elem);
+	if (p == NULL)
+		return false;
+	memcpy(arrp, &p, sizeof(p));
+	*cap = cap2;
+	return true;
+}

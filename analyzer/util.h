@@ -42,6 +42,10 @@ char *ap_xstrdup(const char *s) __attribute__((returns_nonnull, malloc));
 	} while (0)
 #define AP_VEC_FREE(vec) (free((vec).v), (vec).v = NULL, (vec).n = (vec).cap = 0)
 
+/* Grows the array *arrp (a pointer of any type, accessed through memcpy, which may alias it) to
+ * hold at least need elements of elem bytes, doubling. false on ENOMEM (the array is unchanged). */
+bool ap_grow(void *arrp, size_t *cap, size_t need, size_t elem);
+
 /* Open-addressing map from a u64 key to a u64 value, with backward-shift deletion (no
  * tombstones, so a long replay of allocations and frees never degrades it). Key 0 marks empty
  * slots, so it lives apart (has_zero, zero_val): keys come from traces, and a trace can hold any
