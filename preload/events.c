@@ -41,8 +41,9 @@ void ap_unlock(ap_spinlock *l)
 /* ---- buffer pool and full-buffer queue ------------------------------------------------------- */
 
 /* Buffers outstanding (in threads, queued, being written) at most; past that, threads wait for the
- * writer instead of growing without bound. 512 x 32 KiB = 16 MiB. */
-#define AP_MAX_BUFFERS 512
+ * writer instead of growing without bound. 128 x 32 KiB = 4 MiB: the traced program may grow by
+ * 10% + 16 MiB at most, and a larger pool only fills when the writer is behind anyway. */
+#define AP_MAX_BUFFERS 128
 
 static ap_spinlock pool_lock = ATOMIC_FLAG_INIT;
 static struct ap_buf *pool_free;

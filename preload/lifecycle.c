@@ -63,7 +63,8 @@ static void after_fork_child(void)
 	ap_writer_forked_child();
 	/* A child forked during exit (FINAL), or while the parent was not tracing, stays off. */
 	bool trace = st == AP_STATE_ON && !ap_cfg.no_children;
-	atomic_store(&ap_state, trace && ap_writer_start() ? AP_STATE_ON : AP_STATE_OFF);
+	if (!(trace && ap_writer_start())) /* it sets AP_STATE_ON itself */
+		atomic_store(&ap_state, AP_STATE_OFF);
 	ap_guard--;
 }
 
@@ -199,10 +200,11 @@ __attribute__((constructor(101))) static void ap_constructor(void)
 	if (ap_cfg.no_children)
 		drop_self_from_preload();
 	pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-	bool ok = ap_writer_start();
+	bool ok = ap_writer_start(); /* sets AP_STATE_ON itself */
 	if (ok)
 		on_exit(on_exit_status, NULL);
-	atomic_store(&ap_state, ok ? AP_STATE_ON : AP_STATE_OFF);
+	else
+		atomic_store(&ap_state, AP_STATE_OFF);
 	ap_guard = saved;
 }
 

@@ -172,7 +172,8 @@ bool ap_meta_record(int kind, const uint8_t *payload, size_t len) AP_HIDDEN;
 
 /* ---- writer.c: the file ---------------------------------------------------------------------- */
 
-/* Opens the trace and writes the header; starts the writer thread. false: tracing stays off.
+/* Opens the trace, writes the header, sets AP_STATE_ON and starts the writer thread. false:
+ * tracing stays off (the caller sets AP_STATE_OFF).
  * Also in a fork child, after ap_writer_forked_child. */
 bool ap_writer_start(void) AP_HIDDEN;
 /* How the process ends (enum ap_end_how, status), for the END record; the last word counts. */

@@ -139,6 +139,9 @@ static void flush_out(void)
 			/* Disk full, quota, EIO: the program goes on; what was written stays
 			 * readable, and the reader reports the missing END. */
 			write_failed = true;
+			/* Off, not merely unwritten: nothing returns buffers to the pool any more, and
+			 * a thread must never wait for one that will not come. */
+			atomic_store(&ap_state, AP_STATE_OFF);
 			ap_log("cannot write %s (%s); tracing stops here, the program goes on", trace_path,
 			       strerror(-err));
 		} else {
@@ -477,6 +480,11 @@ bool ap_writer_start(void)
 	write_header();
 	ap_modules_scan(true);
 	ap_writer_sync();
+	if (write_failed)
+		return false; /* the disk was full from the start: warned once, tracing stays off */
+	/* On before the writer thread exists: a write failure it meets later turns tracing off, and
+	 * our caller must not undo that. */
+	atomic_store(&ap_state, AP_STATE_ON);
 
 	/* Block every signal in the new thread: the program's handlers must run on its own. */
 	sigset_t all, old;
