@@ -32,6 +32,11 @@
 #define SC_WAYS 8
 #define SC_MAXF 64                /* stacks deeper than this are not cached */
 #define SC_MAX_SPAN (8u << 20)    /* a slot further than this from slot_0 is not trusted */
+/* Every SC_PROBE lookups, a thread whose hit rate was under a quarter pauses its cache for
+ * SC_PAUSE allocations (1024 alternating call chains here: 477 ns a pair with the cache, 280
+ * without). */
+#define SC_PROBE 4096
+#define SC_PAUSE 65536
 
 /* ---- frame sizes by call site, shared by all threads ---------------------------------------------- */
 
@@ -94,6 +99,9 @@ struct sc_entry {
 struct sc_cache {
 	struct sc_cache *next_free;
 	uintptr_t stack_hi; /* end of this thread's stack: no slot is read at or beyond it */
+	/* A miss costs more than no cache at all (the insertion reads the stack again), so a thread
+	 * whose stacks are too varied to hit pauses the cache, then tries again (see SC_PROBE). */
+	uint32_t probes, hits, pause;
 	uint8_t victim[SC_SETS];
 	struct sc_entry e[SC_SETS][SC_WAYS];
 };
@@ -198,6 +206,15 @@ struct ap_stack *ap_stackcache_lookup(const struct ap_stack_key *key)
 	struct sc_cache *c = cache_self();
 	if (!c)
 		return NULL;
+	if (c->pause) {
+		c->pause--;
+		return NULL;
+	}
+	if (++c->probes == SC_PROBE) {
+		if (c->hits < SC_PROBE / 4)
+			c->pause = SC_PAUSE;
+		c->probes = c->hits = 0;
+	}
 	uint32_t generation = atomic_load_explicit(&ap_generation, memory_order_relaxed);
 	struct sc_entry *set = c->e[set_of(key)];
 	for (int w = 0; w < SC_WAYS; w++) {
@@ -209,8 +226,10 @@ struct ap_stack *ap_stackcache_lookup(const struct ap_stack_key *key)
 		for (; k < s->nframes; k++)
 			if (*(const uintptr_t *)(key->slot0 + e->off[k]) != s->frames[k])
 				break;
-		if (k == s->nframes)
+		if (k == s->nframes) {
+			c->hits++;
 			return s;
+		}
 	}
 	return NULL;
 }
@@ -243,7 +262,7 @@ static void learn_frame_sizes(void)
 void ap_stackcache_insert(const struct ap_stack_key *key, struct ap_stack *s)
 {
 	struct sc_cache *c = cache_self();
-	if (!c || s->nframes > SC_MAXF || (s->flags & AP_STACK_TRUNCATED) ||
+	if (!c || c->pause || s->nframes > SC_MAXF || (s->flags & AP_STACK_TRUNCATED) ||
 	    key->slot0 >= c->stack_hi || s->frames[0] != key->ret0)
 		return;
 	uint32_t off[SC_MAXF];
