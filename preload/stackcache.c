@@ -98,7 +98,10 @@ struct sc_entry {
 
 struct sc_cache {
 	struct sc_cache *next_free;
-	uintptr_t stack_hi; /* end of this thread's stack: no slot is read at or beyond it */
+	/* This thread's own stack. Only chains whose slot_0 lies inside it are cached: its memory is
+	 * contiguous up to stack_hi, so every slot read is mapped. A program running on stacks of its
+	 * own (coroutines, sigaltstack) is unwound every time instead. */
+	uintptr_t stack_lo, stack_hi;
 	/* A miss costs more than no cache at all (the insertion reads the stack again), so a thread
 	 * whose stacks are too varied to hit pauses the cache, then tries again (see SC_PROBE). */
 	uint32_t probes, hits, pause;
@@ -169,6 +172,7 @@ static struct sc_cache *cache_self(void)
 		tl_no_cache = true;
 		return NULL;
 	}
+	c->stack_lo = (uintptr_t)lo;
 	c->stack_hi = (uintptr_t)lo + size;
 	tl_cache = c;
 	pthread_setspecific(cache_key, c);
@@ -210,6 +214,8 @@ struct ap_stack *ap_stackcache_lookup(const struct ap_stack_key *key)
 		c->pause--;
 		return NULL;
 	}
+	if (key->slot0 < c->stack_lo || key->slot0 >= c->stack_hi)
+		return NULL;
 	if (++c->probes == SC_PROBE) {
 		if (c->hits < SC_PROBE / 4)
 			c->pause = SC_PAUSE;
@@ -263,7 +269,7 @@ void ap_stackcache_insert(const struct ap_stack_key *key, struct ap_stack *s)
 {
 	struct sc_cache *c = cache_self();
 	if (!c || c->pause || s->nframes > SC_MAXF || (s->flags & AP_STACK_TRUNCATED) ||
-	    key->slot0 >= c->stack_hi || s->frames[0] != key->ret0)
+	    key->slot0 < c->stack_lo || key->slot0 >= c->stack_hi || s->frames[0] != key->ret0)
 		return;
 	uint32_t off[SC_MAXF];
 	off[0] = 0;

@@ -5,10 +5,13 @@
  *  - twin_a / twin_b: two callers with identical frames, called through the same function
  *    pointer call site, alternating;
  *  - depth: the same recursion reached from two different outer functions;
- *  - vla: a caller whose frame size changes from call to call (a variable-length array).
+ *  - vla: a caller whose frame size changes from call to call (a variable-length array);
+ *  - in_coroutine: allocations on a stack of the program's own (makecontext), where the cache
+ *    must stand aside.
  * test_stackcache.py asserts the exact count under every function.
  */
 #include <stdlib.h>
+#include <ucontext.h>
 
 #define KEEP(p) __asm__ volatile("" : : "r"(p) : "memory")
 #define N 20000
@@ -73,8 +76,26 @@ __attribute__((noinline)) static void vla_y(int n)
 	__asm__ volatile("");
 }
 
+static ucontext_t main_ctx, co_ctx;
+
+__attribute__((noinline)) static void in_coroutine(void)
+{
+	for (;;) {
+		alloc_here();
+		swapcontext(&co_ctx, &main_ctx);
+	}
+}
+
 int main(void)
 {
+	static char co_stack[256 * 1024];
+	getcontext(&co_ctx);
+	co_ctx.uc_stack.ss_sp = co_stack;
+	co_ctx.uc_stack.ss_size = sizeof(co_stack);
+	co_ctx.uc_link = NULL;
+	makecontext(&co_ctx, in_coroutine, 0);
+	for (int i = 0; i < N; i++)
+		swapcontext(&main_ctx, &co_ctx); /* N allocations on the coroutine's stack */
 	void (*volatile fns[2])(void) = {twin_a, twin_b};
 	void (*volatile outers[2])(void) = {outer_x, outer_y};
 	for (int i = 0; i < 2 * N; i++) {
