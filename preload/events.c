@@ -108,6 +108,22 @@ static void queue_push(struct ap_buf *b)
 	ap_writer_wake();
 }
 
+void ap_queue_requeue(struct ap_buf *list)
+{
+	if (!list)
+		return;
+	struct ap_buf *last = list;
+	while (last->next)
+		last = last->next;
+	ap_lock(&pool_lock);
+	if (queue_tail)
+		queue_tail->next = list;
+	else
+		queue_head = list;
+	queue_tail = last;
+	ap_unlock(&pool_lock);
+}
+
 struct ap_buf *ap_queue_take(size_t max, uint64_t *left_min_stamp)
 {
 	ap_lock(&pool_lock);

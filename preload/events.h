@@ -48,6 +48,9 @@ struct ap_thread *ap_threads_first(void) AP_HIDDEN;
 /* Up to max of the full buffers handed over so far, oldest first, as a list; stores in
  * *left_min_stamp the smallest base stamp of those left (UINT64_MAX when none are). */
 struct ap_buf *ap_queue_take(size_t max, uint64_t *left_min_stamp) AP_HIDDEN;
+/* Appends a list of buffers at the end of the queue (the writer puts back what it stole when a
+ * backlog means it could not promise their events anyway). */
+void ap_queue_requeue(struct ap_buf *list) AP_HIDDEN;
 struct ap_buf *ap_meta_take_all(void) AP_HIDDEN;
 void ap_meta_reset(void) AP_HIDDEN;
 void ap_pool_put(struct ap_buf *b) AP_HIDDEN;

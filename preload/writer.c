@@ -344,7 +344,7 @@ static void put_totals(uint64_t stamp)
  * compressed, the queue grows to the pool's size (about 1.5 million events); writing it all
  * before one SYNC would make the reader hold that many events. Written a slice at a time, each
  * round promises only what it can: the SYNC stamp is lowered to the oldest stamp left queued. */
-#define AP_ROUND_MAX_BUFFERS 64
+#define AP_ROUND_MAX_BUFFERS 16
 
 /* One round; round_lock held. Returns true when full buffers are left for another round. */
 static bool round_locked(bool force_frame)
@@ -377,6 +377,16 @@ static bool round_locked(bool force_frame)
 	 * stolen must be in this round too (see the SYNC promise). */
 	uint64_t left_min;
 	struct ap_buf *queued = ap_queue_take(AP_ROUND_MAX_BUFFERS, &left_min);
+	if (left_min != UINT64_MAX && stolen) {
+		/* A backlog: the SYNC of this round stops below what is left queued, so the events
+		 * of the buffers just stolen (newer still) could not be released by the reader and
+		 * would pile up there round after round. They go back in line, behind the queue. */
+		for (struct ap_buf *b = stolen; b; b = b->next)
+			if (b->base_stamp < left_min)
+				left_min = b->base_stamp;
+		ap_queue_requeue(stolen);
+		stolen = NULL;
+	}
 	struct ap_buf *meta = ap_meta_take_all();
 	if (!stolen && !queued && !meta && !force_frame && !lost_a && !lost_f)
 		return false;
