@@ -21,7 +21,7 @@ esac
 # jemalloc to trace programs running on it, zstd to craft traces).
 build_pkgs="meson ninja-build pkg-config gcc g++ libc6-dev python3 zstd
   libunwind-dev libzstd-dev libjemalloc-dev libdw-dev libelf-dev zlib1g-dev libiberty-dev"
-test_pkgs="heaptrack libjemalloc2 sqlite3 golang-go graphviz binutils clang libclang-rt-14-dev chromium chromium-driver"
+test_pkgs="make heaptrack libjemalloc2 sqlite3 golang-go graphviz binutils clang libclang-rt-14-dev chromium chromium-driver"
 pkgs=$build_pkgs
 [ "$mode" = test ] && pkgs="$pkgs $test_pkgs"
 

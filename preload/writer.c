@@ -240,41 +240,19 @@ static void write_header(void)
 
 static void write_chunk(const struct ap_buf *b)
 {
-	uint8_t head[1 + 4 * AP_VARINT_MAX], *p = head + 1 + AP_VARINT_MAX;
+	uint8_t head[1 + 4 * AP_VARINT_MAX], *p = head;
 	uint8_t fields[3 * AP_VARINT_MAX], *f = fields;
 	f = ap_put_varint(f, b->tid);
 	f = ap_put_varint(f, b->seq);
 	f = ap_put_varint(f, b->base_stamp);
 	size_t flen = (size_t)(f - fields);
-	p = head;
 	*p++ = AP_REC_CHUNK;
 	p = ap_put_varint(p, flen + b->len);
 	compress(head, (size_t)(p - head), ZSTD_e_continue);
 	compress(fields, flen, ZSTD_e_continue);
 	compress(b->data, b->len, ZSTD_e_continue);
-	/* Counted here rather than on the hot path. */
-	const uint8_t *q = b->data, *end = b->data + b->len;
-	while (q < end) {
-		int ev = *q & 15;
-		uint64_t v;
-		q++;
-		ap_get_varint(&q, end, &v); /* dstamp */
-		if (ev == AP_EV_LOST) {
-			ap_get_varint(&q, end, &v);
-			ap_get_varint(&q, end, &v);
-			continue;
-		}
-		ap_get_varint(&q, end, &v); /* address */
-		if (ev == AP_EV_ALLOC) {
-			n_allocs++;
-			ap_get_varint(&q, end, &v);
-			ap_get_varint(&q, end, &v);
-		} else if (ev == AP_EV_FREE) {
-			n_frees++;
-		} else if (ev == AP_EV_UNFREE) {
-			n_frees--;
-		}
-	}
+	n_allocs += b->n_allocs;
+	n_frees += (uint64_t)(int64_t)b->n_frees;
 }
 
 /* Takes the owner's buffer if it holds events. The owner holds it only while encoding one event;

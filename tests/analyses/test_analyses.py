@@ -43,18 +43,7 @@ def flat(top, metric='inuse_space'):
     return {r['function']: r['flat'][metric] for r in top['rows'] if r['flat'][metric]}
 
 
-def fmt_bytes(v):
-    units = ['B', 'kB', 'MB', 'GB']
-    u = 0
-    while u < 3 and abs(v) >= 1024:
-        v /= 1024.0
-        u += 1
-    s = '%.2f' % v
-    if s.endswith('.00'):
-        s = s[:-3]
-    elif s.endswith('0') and '.' in s:
-        s = s[:-1]
-    return s + units[u]
+fmt_bytes = aptest.fmt_bytes
 
 
 def test_timeline(t, base):

@@ -3,8 +3,13 @@ Python, for tests that need traces no program would write: malformed, adversaria
 splits a real stream into records. Python 3 stdlib only; compression uses the zstd command.
 """
 
+import os
 import shutil
 import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from aptest import get_varint, put_varint  # noqa: E402  (the varint codec the tests share)
 
 MAGIC = b'ALLOCPRF'
 REC_HEADER, REC_MODULE, REC_UNLOAD, REC_STACK, REC_CHUNK, REC_SYNC, REC_CLOCK, REC_THREAD, \
@@ -16,12 +21,7 @@ U64 = (1 << 64) - 1
 
 def varint(v):
     assert 0 <= v <= U64, v
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7f) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
+    return put_varint(v)
 
 
 def svarint(v):
@@ -33,19 +33,6 @@ def sdelta(new, old):
     """svarint of new - old, modulo 2^64 as the reader adds it."""
     d = (new - old) & U64
     return svarint(d - (1 << 64) if d >= 1 << 63 else d)
-
-
-def get_varint(buf, i):
-    v = shift = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError('varint runs past the end')
-        b = buf[i]
-        i += 1
-        v |= (b & 0x7f) << shift
-        shift += 7
-        if not b & 0x80:
-            return v, i
 
 
 def string(s):

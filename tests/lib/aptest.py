@@ -294,6 +294,21 @@ def zstd_decompress(path):
     return p.stdout, p.returncode == 0
 
 
+def fmt_bytes(v):
+    """pprof's (and allocprof's) byte format: scaled by 1024, two decimals, trailing zeros cut."""
+    units = ['B', 'kB', 'MB', 'GB']
+    u = 0
+    while u < 3 and abs(v) >= 1024:
+        v /= 1024.0
+        u += 1
+    s = '%.2f' % v
+    if s.endswith('.00'):
+        s = s[:-3]
+    elif s.endswith('0') and '.' in s:
+        s = s[:-1]
+    return s + units[u]
+
+
 def put_varint(v):
     out = bytearray()
     while v >= 0x80:
@@ -345,7 +360,7 @@ def build_stream(head, records):
 
 
 REC_STACK, REC_CHUNK = 4, 5
-EV_ALLOC, EV_FREE, EV_REALLOC, EV_LOST = 1, 2, 3, 4
+EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST = 1, 2, 3, 4
 
 
 def parse_chunk(payload):
@@ -357,7 +372,7 @@ def parse_chunk(payload):
     layouts = {
         EV_ALLOC: [('dstamp', 0), ('daddr', 1), ('size', 0), ('stack', 0)],
         EV_FREE: [('dstamp', 0), ('daddr', 1)],
-        EV_REALLOC: [('dstamp', 0), ('daddr_old', 1), ('dstamp2', 0), ('daddr', 1), ('size', 0), ('stack', 0)],
+        EV_UNFREE: [('dstamp', 0), ('daddr', 1)],
         EV_LOST: [('dstamp', 0), ('nallocs', 0), ('nfrees', 0)],
     }
     events = []

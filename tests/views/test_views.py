@@ -17,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import aptest  # noqa: E402  (the shared helpers: pprof's byte format)
+
 METRICS = ('alloc_objects', 'alloc_space', 'inuse_objects', 'inuse_space')
 SEP_PEEK = '----------------------------------------------------------+-------------'
 SEP_TRACES = '-----------+-------------------------------------------------------'
@@ -63,17 +66,7 @@ def fmt_value(v, metric):
     """pprof's (and allocprof's) value format: bytes scaled by 1024, two decimals, trailing zeros cut."""
     if metric in ('alloc_objects', 'inuse_objects') or v == 0:
         return '%d' % v
-    units = ['B', 'kB', 'MB', 'GB']
-    u = 0
-    while u < 3 and abs(v) >= 1024:
-        v /= 1024.0
-        u += 1
-    s = '%.2f' % v
-    if s.endswith('.00'):
-        s = s[:-3]
-    elif s.endswith('0') and '.' in s:
-        s = s[:-1]
-    return s + units[u]
+    return aptest.fmt_bytes(v)
 
 
 def fmt_pct(v, total):
