@@ -72,7 +72,14 @@ struct reader {
 	AP_VEC(uint64_t) frames;
 	AP_VEC(ap_segment) segs;
 	AP_VEC(const char *) argv;
+	uint64_t version;        /* of the trace's format */
+	AP_VEC(uint64_t) locals; /* this chunk's ALLOC_LOCAL blocks' keys, 0 once freed */
+	uint64_t next_local;     /* the next key for a block whose address the trace omits */
 };
+
+/* Keys for blocks whose address the trace omits (ALLOC_LOCAL): from 2^63 up, above any user-space
+ * address, so they never meet a real one in the live set. */
+#define AP_LOCAL_KEY_BASE (1ull << 63)
 
 static int fail(struct reader *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct reader *r, int code, const char *fmt, ...)
@@ -327,8 +334,113 @@ static void hold(struct reader *r, const ap_event *ev)
 	r->res->events++;
 }
 
+static int check_stack(struct reader *r, const ap_event *ev)
+{
+	/* The writer puts a STACK record before any event naming it. */
+	if (ev->stack > r->max_stack)
+		return fail(r, AP_E_CORRUPT, "corrupt trace: an event of thread %u refers to stack %u, "
+		            "which was never defined", ev->tid, ev->stack);
+	return 0;
+}
+
+/* Version 2: sections of fields (see trace.h). Each section is a cursor of its own; all must end
+ * exactly where the next begins. */
+static int rec_chunk_v2(struct reader *r, struct cur *c)
+{
+	ap_event ev = {0};
+	ev.tid = cu32(c);
+	cu(c); /* chunk_seq: order within a thread comes from the stamps */
+	uint64_t stamp = cu(c), addr = 0;
+	uint64_t n = cu(c), len[5];
+	for (int i = 0; i < 5; i++)
+		len[i] = cu(c);
+	if (c->bad)
+		return fail(r, AP_E_CORRUPT, "corrupt trace: malformed chunk header");
+	uint64_t left = (uint64_t)(c->end - c->p), sum = n;
+	for (int i = 0; i < 5; i++) {
+		if (len[i] > left)
+			sum = UINT64_MAX;
+		else if (sum != UINT64_MAX)
+			sum += len[i];
+	}
+	if (sum != left)
+		return fail(r, AP_E_CORRUPT, "corrupt trace: the sections of a chunk of thread %u do not "
+		            "add up to its length", ev.tid);
+	const uint8_t *tags = c->p;
+	struct cur sec[5];
+	const uint8_t *p = tags + n;
+	for (int i = 0; i < 5; i++) {
+		sec[i] = (struct cur){.p = p, .end = p + len[i]};
+		p += len[i];
+	}
+	struct cur *st = &sec[0], *ad = &sec[1], *bk = &sec[2], *in = &sec[3], *ot = &sec[4];
+	r->locals.n = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t tag = tags[i];
+		ev.kind = tag & AP_TAG_KIND_MASK;
+		ev.api = tag >> 4;
+		stamp += (tag & AP_TAG_STEP1) ? 1 : cu(st);
+		ev.stamp = stamp;
+		ev.size = 0;
+		ev.stack = 0;
+		switch (ev.kind) {
+		case AP_EV_ALLOC:
+		case AP_EV_ALLOC_LOCAL:
+			if (ev.kind == AP_EV_ALLOC) {
+				addr += (uint64_t)ap_unzigzag(cu(ad));
+				ev.addr = addr;
+			} else {
+				ev.addr = r->next_local++;
+				AP_VEC_PUSH(r->locals, ev.addr);
+				ev.kind = AP_EV_ALLOC;
+			}
+			ev.size = cu(in);
+			ev.stack = cu32(in);
+			if (!in->bad && ev.stack > r->max_stack)
+				return check_stack(r, &ev);
+			break;
+		case AP_EV_FREE:
+		case AP_EV_UNFREE:
+			addr += (uint64_t)ap_unzigzag(cu(ad));
+			ev.addr = addr;
+			break;
+		case AP_EV_FREE_BACK: {
+			uint64_t k = cu(bk);
+			if (bk->bad)
+				break;
+			if (k == 0 || k > r->locals.n || !r->locals.v[r->locals.n - k])
+				return fail(r, AP_E_CORRUPT, "corrupt trace: a free in a chunk of thread %u refers "
+				            "to an allocation the chunk does not hold", ev.tid);
+			ev.addr = r->locals.v[r->locals.n - k];
+			r->locals.v[r->locals.n - k] = 0;
+			ev.kind = AP_EV_FREE;
+			break;
+		}
+		case AP_EV_LOST:
+			ev.lost_allocs = cu(ot);
+			ev.lost_frees = cu(ot);
+			break;
+		default:
+			return fail(r, AP_E_CORRUPT, "corrupt trace: unknown event kind %u in a chunk of thread %u",
+			            ev.kind, ev.tid);
+		}
+		if (st->bad || ad->bad || bk->bad || in->bad || ot->bad)
+			return fail(r, AP_E_CORRUPT, "corrupt trace: malformed event in a chunk of thread %u", ev.tid);
+		hold(r, &ev);
+		ev.lost_allocs = ev.lost_frees = 0;
+	}
+	for (int i = 0; i < 5; i++)
+		if (sec[i].p != sec[i].end)
+			return fail(r, AP_E_CORRUPT, "corrupt trace: a chunk of thread %u has bytes left over in "
+			            "a section", ev.tid);
+	c->p = c->end;
+	return 0;
+}
+
 static int rec_chunk(struct reader *r, struct cur *c)
 {
+	if (r->version >= 2)
+		return rec_chunk_v2(r, c);
 	ap_event ev = {0};
 	ev.tid = cu32(c);
 	cu(c); /* chunk_seq: order within a thread comes from the stamps */
@@ -345,10 +457,8 @@ static int rec_chunk(struct reader *r, struct cur *c)
 			ev.addr = addr;
 			ev.size = cu(c);
 			ev.stack = cu32(c);
-			/* The writer puts a STACK record before any event naming it. */
 			if (!c->bad && ev.stack > r->max_stack)
-				return fail(r, AP_E_CORRUPT, "corrupt trace: an event of thread %u refers to stack %u, "
-				            "which was never defined", ev.tid, ev.stack);
+				return check_stack(r, &ev);
 			break;
 		case AP_EV_FREE:
 		case AP_EV_UNFREE:
@@ -619,6 +729,7 @@ static int read_magic(struct reader *r)
 	if (version == 0)
 		return fail(r, AP_E_CORRUPT, "corrupt trace: format version 0");
 	r->pos = (size_t)(p - r->data);
+	r->version = version;
 	return 0;
 }
 
@@ -694,13 +805,14 @@ static int run(struct reader *r)
 	AP_VEC_FREE(r->frames);
 	AP_VEC_FREE(r->segs);
 	AP_VEC_FREE(r->argv);
+	AP_VEC_FREE(r->locals);
 	return ret;
 }
 
 int ap_read_trace(const char *path, const ap_reader_ops *ops, ap_read_result *res)
 {
 	memset(res, 0, sizeof(*res));
-	struct reader r = {.path = path, .ops = ops, .res = res, .fd = -1};
+	struct reader r = {.path = path, .ops = ops, .res = res, .fd = -1, .next_local = AP_LOCAL_KEY_BASE};
 	r.fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (r.fd < 0)
 		return fail(&r, AP_E_IO, "%s", strerror(errno));
@@ -713,7 +825,8 @@ int ap_read_trace_mem(const char *name, const void *data, size_t len, bool compr
                       const ap_reader_ops *ops, ap_read_result *res)
 {
 	memset(res, 0, sizeof(*res));
-	struct reader r = {.path = name, .ops = ops, .res = res, .fd = -1, .raw = !compressed};
+	struct reader r = {.path = name, .ops = ops, .res = res, .fd = -1, .raw = !compressed,
+	                   .next_local = AP_LOCAL_KEY_BASE};
 	res->bytes_in = len;
 	if (compressed) {
 		r.in = data;

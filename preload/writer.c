@@ -22,6 +22,7 @@
 #define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
+#include "chunkenc.h"
 #include "events.h"
 
 #include <errno.h>
@@ -240,17 +241,15 @@ static void write_header(void)
 
 static void write_chunk(const struct ap_buf *b)
 {
-	uint8_t head[1 + 4 * AP_VARINT_MAX], *p = head;
-	uint8_t fields[3 * AP_VARINT_MAX], *f = fields;
-	f = ap_put_varint(f, b->tid);
-	f = ap_put_varint(f, b->seq);
-	f = ap_put_varint(f, b->base_stamp);
-	size_t flen = (size_t)(f - fields);
+	struct ap_chunk_out out;
+	ap_chunk_encode(b, atomic_load(&ap_multi_since), &out);
+	uint8_t head[1 + AP_VARINT_MAX], *p = head;
 	*p++ = AP_REC_CHUNK;
-	p = ap_put_varint(p, flen + b->len);
+	p = ap_put_varint(p, out.total);
 	compress(head, (size_t)(p - head), ZSTD_e_continue);
-	compress(fields, flen, ZSTD_e_continue);
-	compress(b->data, b->len, ZSTD_e_continue);
+	for (size_t i = 0; i < out.npieces; i++)
+		if (out.len[i])
+			compress(out.piece[i], out.len[i], ZSTD_e_continue);
 	n_allocs += b->n_allocs;
 	n_frees += (uint64_t)(int64_t)b->n_frees;
 }
@@ -372,16 +371,25 @@ static bool round_locked(bool force_frame)
 	write_list(queued, false);
 	write_list(stolen, false);
 	if (lost_a || lost_f) {
-		/* A chunk of tid 0, the shim's own: one LOST event stamped W. */
+		/* A chunk of tid 0, the shim's own: one LOST event stamped W (dstamp 0). */
 		static uint64_t lost_seq;
-		uint8_t buf[1 + 6 * AP_VARINT_MAX], *p = buf;
+		uint8_t others[2 * AP_VARINT_MAX], *o = others;
+		o = ap_put_varint(o, lost_a);
+		o = ap_put_varint(o, lost_f);
+		uint8_t buf[11 * AP_VARINT_MAX + 2], *p = buf;
 		p = ap_put_varint(p, 0);
 		p = ap_put_varint(p, lost_seq++);
 		p = ap_put_varint(p, w);
-		*p++ = AP_EV_LOST;
-		p = ap_put_varint(p, 0);
-		p = ap_put_varint(p, lost_a);
-		p = ap_put_varint(p, lost_f);
+		p = ap_put_varint(p, 1);                  /* nevents */
+		p = ap_put_varint(p, 1);                  /* stamps: one varint 0 */
+		p = ap_put_varint(p, 0);                  /* addrs */
+		p = ap_put_varint(p, 0);                  /* backs */
+		p = ap_put_varint(p, 0);                  /* infos */
+		p = ap_put_varint(p, (uint64_t)(o - others));
+		*p++ = AP_EV_LOST;                        /* tags */
+		*p++ = 0;                                 /* stamps */
+		memcpy(p, others, (size_t)(o - others));
+		p += o - others;
 		put_record(AP_REC_CHUNK, buf, (size_t)(p - buf));
 	}
 	if (complete) {

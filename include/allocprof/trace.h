@@ -1,5 +1,5 @@
 /*
- * allocprof trace format, version 1: the one contract between the shim (liballocprof.so), which
+ * allocprof trace format, version 2: the one contract between the shim (liballocprof.so), which
  * writes traces, and the analyzer (allocprof), which reads them. Readers in other languages need
  * only this file; FORMAT.md beside this file says the same in prose, with a reader in Python.
  *
@@ -47,8 +47,10 @@
 
 #define AP_MAGIC "ALLOCPRF"
 #define AP_MAGIC_LEN 8
-/* Version 1: first release. Bump on any change a version-1 reader would misread. */
-#define AP_FORMAT_VERSION 1
+/* Version 1: first release. Version 2: CHUNK events in columns, with ALLOC_LOCAL and FREE_BACK
+ * and the STEP1 tag bit. Bump on any change an older reader would misread. A reader of version 2
+ * reads version 1 too (the CHUNK layout is the only difference: see "Version 1 chunks"). */
+#define AP_FORMAT_VERSION 2
 
 /* Record kinds (the u8 before each record). */
 enum ap_record_kind {
@@ -77,10 +79,13 @@ enum ap_record_kind {
 	 * The shim's own frames are not included; frame 0 is the caller of the allocation function.
 	 * A STACK record precedes every event that refers to it. */
 	AP_REC_STACK = 4,
-	/* CHUNK, a run of one thread's events:
-	 *   varint tid, varint chunk_seq (per thread, from 0), varint base_stamp, then events until
-	 *   the end of the payload (see enum ap_event_kind). tid 0 is the shim's writer: LOST
-	 *   events it collected for threads that wrote no event after the loss. */
+	/* CHUNK, a run of one thread's events, field by field (columns compress better than rows):
+	 *   varint tid, varint chunk_seq (per thread, from 0), varint base_stamp, varint nevents,
+	 *   varint len_stamps, varint len_addrs, varint len_backs, varint len_infos, varint len_others,
+	 *   then six sections, one after the other: tags (nevents bytes, one per event), stamps,
+	 *   addrs, backs, infos, others (of the lengths given), which must be used up exactly.
+	 * See enum ap_event_kind for what each event takes from which section. tid 0 is the shim's
+	 * writer: LOST events it collected for threads that wrote no event after the loss. */
 	AP_REC_CHUNK = 5,
 	/* SYNC: varint stamp W (see "Stamps" above). */
 	AP_REC_SYNC = 6,
@@ -108,30 +113,52 @@ enum ap_record_kind {
 	AP_REC_TOTALS = 11,
 };
 
-/* Events inside a CHUNK. The u8 tag is (event | api << 4). Stamps are deltas from the previous
- * event of the chunk (the first from base_stamp); addresses are svarint deltas from the previous
- * address of the chunk (the first from 0).
+/* Events inside a CHUNK. An event's tag is (kind | STEP1 flag | api << 4): kind in bits 0-2,
+ * AP_TAG_STEP1 in bit 3, enum ap_api in bits 4-7. Each event takes its fields from the sections
+ * in order (a section is read front to back, across the events of the chunk):
  *
- *   ALLOC    tag, varint dstamp, svarint daddr, varint size, varint stack_id
- *   FREE     tag, varint dstamp, svarint daddr
- *   UNFREE   tag, varint dstamp, svarint daddr
- *            -- the last FREE of this address by this thread did not happen (a failed realloc:
- *               the old block is still allocated, as it was before)
- *   LOST     tag, varint dstamp, varint nallocs, varint nfrees
- *            -- events the shim could not record (re-entered from a signal handler inside the
- *               shim); the analyzer reports them, so nothing is lost silently
+ *   stamps   varint dstamp, the stamp minus the previous event's (the first event's: minus
+ *            base_stamp) -- absent when the tag has AP_TAG_STEP1, which means dstamp = 1
+ *   addrs    svarint daddr, the address minus the previous address taken from this section in
+ *            the chunk (the first: minus 0)
+ *   backs    varint k (k >= 1): the k-th most recent ALLOC_LOCAL of the chunk (1: the latest)
+ *   infos    varint size, varint stack_id
+ *   others   LOST's two counts
+ *
+ *   ALLOC        stamps, addrs, infos
+ *   FREE         stamps, addrs
+ *   UNFREE       stamps, addrs
+ *                -- the last FREE of this address by this thread did not happen (a failed
+ *                   realloc: the old block is still allocated, as it was before)
+ *   LOST         stamps, others: varint nallocs, varint nfrees
+ *                -- events the shim could not record (re-entered from a signal handler inside the
+ *                   shim); the analyzer reports them, so nothing is lost silently
+ *   ALLOC_LOCAL  stamps, infos: an allocation whose address the trace omits, because a FREE_BACK
+ *                of the same chunk frees it (exactly one does; the writer uses this only where no
+ *                other thread can have freed and reused the address in between)
+ *   FREE_BACK    stamps, backs: frees the block of the k-th most recent ALLOC_LOCAL
  *
  * size is the requested size (calloc: n*size; 0 allowed). stack_id 0 means "no stack captured".
  * realloc(p, n) and reallocarray are written as a FREE of p (api REALLOC, stamped before the
  * call, so a thread that receives p meanwhile sorts after it) followed by an ALLOC of the result
  * (api REALLOC, stamped after the call); realloc(NULL, n) is only the ALLOC; realloc(p, 0)
- * that frees p and returns NULL is only the FREE; a failed realloc is FREE then UNFREE. */
+ * that frees p and returns NULL is only the FREE; a failed realloc is FREE then UNFREE.
+ *
+ * Version 1 chunks: varint tid, varint chunk_seq, varint base_stamp, then events in rows until
+ * the end of the payload, each a tag byte (kind in bits 0-3, api in bits 4-7; kinds 1-4 only)
+ * followed by its fields in the order above: ALLOC dstamp daddr size stack_id, FREE and UNFREE
+ * dstamp daddr, LOST dstamp nallocs nfrees. */
 enum ap_event_kind {
 	AP_EV_ALLOC = 1,
 	AP_EV_FREE = 2,
 	AP_EV_UNFREE = 3,
 	AP_EV_LOST = 4,
+	AP_EV_ALLOC_LOCAL = 5,
+	AP_EV_FREE_BACK = 6,
 };
+
+#define AP_TAG_KIND_MASK 0x7u
+#define AP_TAG_STEP1 0x8u /* the stamp is the previous one plus 1; no stamps field */
 
 /* Which function the program called (the high nibble of an event tag). */
 enum ap_api {

@@ -174,10 +174,10 @@ def test_not_traces(t, r, stream):
 
 
 def test_newer_version(t, r, stream):
-    # stream = "ALLOCPRF" varint(1) records...; replace the version.
-    assert stream[:8] == b'ALLOCPRF' and stream[8] == 1, stream[:16]
+    # stream = "ALLOCPRF" varint(2) records...; replace the version.
+    assert stream[:8] == b'ALLOCPRF' and stream[8] == 2, stream[:16]
     rest = stream[9:]
-    for v in (2, 3, 200, 1 << 40):
+    for v in (3, 4, 200, 1 << 40):
         r.expect_error('format version %d' % v,
                        write(t, 'v%d.trace' % v, aptest.zstd_compress(b'ALLOCPRF' + aptest.put_varint(v) + rest)),
                        must_mention=('version', 'newer', 'format'))
@@ -246,7 +246,7 @@ def test_structured(t, r, stream):
         return
     ci = chunks[0]
     prefix, events = aptest.parse_chunk(recs[ci][1])
-    first_alloc = next(e for e in events if e['tag'] & 15 == aptest.EV_ALLOC)
+    first_alloc = next(e for e in events if aptest.event_kind(e['tag']) in (aptest.EV_ALLOC, aptest.EV_ALLOC_LOCAL))
 
     def variant(name, change):
         rr = [list(x) for x in recs]
@@ -285,7 +285,7 @@ def test_structured(t, r, stream):
 
     # An unknown event tag inside a chunk.
     def bad_tag(rr, ev):
-        ev.insert(1, {'tag': 0x0f, 'fields': [['dstamp', 0, 0]]})
+        ev.insert(1, {'tag': 0x07, 'fields': [['dstamp', 0, 0]]})
     r.expect_error_or_partial('an unknown event tag', variant('event-tag', bad_tag), '')
 
     # The last record's length pointing past the end of the stream.
@@ -377,8 +377,8 @@ def main():
     with open(trace, 'rb') as f:
         blob = f.read()
     stream, ok = aptest.zstd_decompress(trace)
-    if not t.check(ok and stream.startswith(b'ALLOCPRF\x01'),
-                   'the recorded trace does not decompress to "ALLOCPRF" version 1 (zstd -dc): %r'
+    if not t.check(ok and stream.startswith(b'ALLOCPRF\x02'),
+                   'the recorded trace does not decompress to "ALLOCPRF" version 2 (zstd -dc): %r'
                    % stream[:32]):
         t.finish()
     full = t.top_json(trace)

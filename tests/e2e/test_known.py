@@ -21,6 +21,7 @@ child_a 8/256, child_b 2/200, parent 1 flat, 11 cum/456, recurse 5 (cum 5, once 
 thread_a 7/96, thread_b 3/666, main flat 2/154.
 """
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
@@ -198,6 +199,18 @@ def main():
         t.check_eq('-n 3 --sample-index=%s: flat %s of the rows' % (si, si),
                    [r['flat'][si] for r in dn['rows']], [r['flat'][si] for r in d['rows'][:3]])
         t.check_eq('-n 3 --sample-index=%s: total' % si, dn['total'], data['total'])
+
+    # The minimal reader that FORMAT.md gives for other languages reads this trace right.
+    fmt = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'include', 'allocprof', 'FORMAT.md')
+    with open(fmt) as f:
+        m = re.search(r'```python\n(.*?)```', f.read(), re.S)
+    if t.check(m, 'FORMAT.md has no python reader'):
+        script = os.path.join(t.tmp, 'format_reader.py')
+        with open(script, 'w') as f:
+            f.write(m.group(1))
+        p = t.run([sys.executable, script, trace])
+        t.check_eq('FORMAT.md reader: output', p.stdout.decode(),
+                   'allocations: %d\n' % data['total']['alloc_objects'])
     t.finish()
 
 

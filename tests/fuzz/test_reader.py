@@ -151,7 +151,7 @@ def test_flips(t, r, real):
 
 def test_version(t, r, real):
     _, i = tg.get_varint(real, 8)
-    for v in (2, 1 << 40):
+    for v in (3, 1 << 40):
         r.expect('version %d' % v, r.write('v%d.trace' % v, tg.magic(v) + real[i:]), 2, ('newer',))
     r.expect('version 0', r.write('v0.trace', tg.magic(0) + real[i:]), 2)
 
@@ -248,6 +248,48 @@ def test_semantics(t, r):
         argv = p.json['argv']
         t.check(len(argv) <= 4097 and 'more arguments' in argv[-1],
                 '100,000 arguments: argv has %d entries, last %r' % (len(argv), argv[-1][:80]))
+
+
+def test_format2(t, r):
+    """Format 2 chunks: blocks without addresses freed by back reference, and every way such a
+    chunk can be malformed."""
+    A, M, L, B = tg.EV_ALLOC, tg.EV_FREE, tg.EV_ALLOC_LOCAL, tg.EV_FREE_BACK
+
+    def v2(name, chunks, rc, words=()):
+        return r.expect(name, r.write(name.replace(' ', '-') + '.trace',
+                                      stream(base_records(), chunks, tg.sync(10 ** 6), tg.end(), version=2)),
+                        rc, words)
+    # Two local blocks freed newest first then oldest, an addressed block that stays, a LOST.
+    ev = [(L, 1, 10, 1), (L, 2, 20, 2), (A, 3, 0x5000, 40, 1), (B, 4, 1), (B, 7, 2),
+          (M, 8, 0x9999), (tg.EV_LOST, 9, 2, 3)]
+    p = v2('format 2 locals', tg.chunk2(1, ev), 0)
+    tot = totals(p)
+    if tot is not None:
+        t.check_eq('format 2 locals: alloc_space', tot['alloc_space'], 70)
+        t.check_eq('format 2 locals: inuse_space', tot['inuse_space'], 40)
+        t.check_eq('format 2 locals: inuse_objects', tot['inuse_objects'], 1)
+    # Local blocks of two chunks (two threads) never meet: the keys differ.
+    p = v2('format 2 two chunks', [tg.chunk2(1, [(L, 1, 8, 1), (B, 3, 1)]),
+                                   tg.chunk2(2, [(L, 2, 16, 1), (A, 4, 0x10, 1, 1)])], 0)
+    tot = totals(p)
+    if tot is not None:
+        t.check_eq('format 2 two chunks: inuse_space', tot['inuse_space'], 16 + 1)
+    # Malformed: each must be an error naming the file, never a crash or a silent answer.
+    v2('format 2 back 0', tg.chunk2(1, [(L, 1, 8, 1), (B, 2, 0)]), 2, ('refers',))
+    v2('format 2 back past', tg.chunk2(1, [(L, 1, 8, 1), (B, 2, 2)]), 2, ('refers',))
+    v2('format 2 back twice', tg.chunk2(1, [(L, 1, 8, 1), (B, 2, 1), (B, 3, 1)]), 2, ('refers',))
+    v2('format 2 back to none', tg.chunk2(1, [(A, 1, 0x10, 8, 1), (B, 2, 1)]), 2, ('refers',))
+    v2('format 2 kind 7', tg.chunk2(1, [(7, 1)]), 2, ('unknown event',))
+    v2('format 2 kind 0', tg.chunk2(1, [(0, 1)]), 2, ('unknown event',))
+    v2('format 2 lengths short', tg.chunk2(1, [(A, 5, 0x10, 8, 1)], lens=[1, 1, 0, 1, 0]), 2, ('add up',))
+    v2('format 2 lengths huge', tg.chunk2(1, [(A, 5, 0x10, 8, 1)], lens=[1, tg.U64, 0, 2, 0]), 2, ('add up',))
+    v2('format 2 section left over', tg.chunk2(1, [(A, 5, 0x10, 8, 1)], lens=[1, 1, 0, 3, 0], tail=b'\x01'), 2,
+       ('left over',))
+    v2('format 2 section runs out', tg.chunk2(1, [(A, 5, 0x10, 8, 1)], lens=[1, 1, 0, 1, 1]), 2, ('malformed',))
+    v2('format 2 undefined stack', tg.chunk2(1, [(L, 1, 8, 300)]), 2, ('never defined',))
+    v2('format 2 many events, no bytes',
+       tg.record(tg.REC_CHUNK, tg.varint(1) + tg.varint(0) + tg.varint(0) + tg.varint(1 << 40) + b'\0' * 5), 2,
+       ('add up',))
 
 
 def test_module_paths(t, r):
@@ -347,7 +389,7 @@ def main():
         t.abort('the recorded trace does not decompress to a stream')
     for f in (test_cuts, test_flips, test_version, test_empty_stack_table):
         f(t, r, real)
-    for f in (test_huge, test_semantics, test_module_paths, test_scale, test_no_sync):
+    for f in (test_huge, test_semantics, test_format2, test_module_paths, test_scale, test_no_sync):
         f(t, r)
     t.log('%d analyzer runs' % r.n)
     t.finish()

@@ -1,4 +1,4 @@
-"""tracegen: builds allocprof trace streams (include/allocprof/trace.h, format version 1) from
+"""tracegen: builds allocprof trace streams (include/allocprof/trace.h, format versions 1 and 2) from
 Python, for tests that need traces no program would write: malformed, adversarial or huge. Also
 splits a real stream into records. Python 3 stdlib only; compression uses the zstd command.
 """
@@ -14,7 +14,8 @@ from aptest import get_varint, put_varint  # noqa: E402  (the varint codec the t
 MAGIC = b'ALLOCPRF'
 REC_HEADER, REC_MODULE, REC_UNLOAD, REC_STACK, REC_CHUNK, REC_SYNC, REC_CLOCK, REC_THREAD, \
     REC_END, REC_EXIT, REC_TOTALS = range(1, 12)
-EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST = 1, 2, 3, 4
+EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST, EV_ALLOC_LOCAL, EV_FREE_BACK = 1, 2, 3, 4, 5, 6
+TAG_STEP1 = 0x8
 API_MALLOC, API_REALLOC, API_FREE = 0, 2, 9
 U64 = (1 << 64) - 1
 
@@ -77,8 +78,45 @@ def stack(sid, frames, gen=0, flags=0):
     return record(REC_STACK, p)
 
 
+def chunk2(tid, events, base_stamp=0, seq=0, lens=None, tail=b''):
+    """A format-2 CHUNK. events: tuples (kind, stamp, ...): ALLOC (addr, size, stack), FREE/UNFREE
+    (addr), LOST (nallocs, nfrees), ALLOC_LOCAL (size, stack), FREE_BACK (k); optional last
+    element api. A stamp one above the previous one is written as the STEP1 flag. lens replaces
+    the section lengths written (to corrupt them); tail is appended to the payload."""
+    tags = bytearray()
+    sec = [bytearray() for _ in range(5)]  # stamps, addrs, backs, infos, others
+    stamp, addr = base_stamp, 0
+    for e in events:
+        kind, st = e[0], e[1]
+        nargs = {EV_ALLOC: 3, EV_FREE: 1, EV_UNFREE: 1, EV_LOST: 2, EV_ALLOC_LOCAL: 2, EV_FREE_BACK: 1}.get(kind, 0)
+        args = e[2:2 + nargs]
+        api = e[2 + nargs] if len(e) > 2 + nargs else (API_FREE if kind in (EV_FREE, EV_FREE_BACK) else API_MALLOC)
+        tag = kind | api << 4
+        if st - stamp == 1:
+            tag |= TAG_STEP1
+        else:
+            sec[0] += varint(st - stamp)
+        stamp = st
+        tags.append(tag)
+        if kind in (EV_ALLOC, EV_FREE, EV_UNFREE):
+            sec[1] += sdelta(args[0], addr)
+            addr = args[0]
+        if kind == EV_ALLOC:
+            sec[3] += varint(args[1]) + varint(args[2])
+        elif kind == EV_ALLOC_LOCAL:
+            sec[3] += varint(args[0]) + varint(args[1])
+        elif kind == EV_FREE_BACK:
+            sec[2] += varint(args[0])
+        elif kind == EV_LOST:
+            sec[4] += varint(args[0]) + varint(args[1])
+    p = varint(tid) + varint(seq) + varint(base_stamp) + varint(len(events))
+    p += b''.join(varint(n) for n in (lens or [len(x) for x in sec]))
+    p += bytes(tags) + b''.join(bytes(x) for x in sec) + tail
+    return record(REC_CHUNK, p)
+
+
 def chunk(tid, events, base_stamp=0, seq=0):
-    """events: tuples (kind, stamp, ...): ALLOC (addr, size, stack), FREE/UNFREE (addr),
+    """A format-1 CHUNK. events: tuples (kind, stamp, ...): ALLOC (addr, size, stack), FREE/UNFREE (addr),
     LOST (nallocs, nfrees); optional last element api (default malloc / free)."""
     p = bytearray(varint(tid) + varint(seq) + varint(base_stamp))
     stamp, addr = base_stamp, 0

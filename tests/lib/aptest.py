@@ -360,42 +360,84 @@ def build_stream(head, records):
 
 
 REC_STACK, REC_CHUNK = 4, 5
-EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST = 1, 2, 3, 4
+EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST, EV_ALLOC_LOCAL, EV_FREE_BACK = 1, 2, 3, 4, 5, 6
+TAG_STEP1 = 0x8
+# Fields of each event kind (format version 2), with the section each comes from and whether it
+# is signed. 'dstamp' is absent when the tag has TAG_STEP1.
+_V2_LAYOUT = {
+    EV_ALLOC: [('daddr', 'addrs', 1), ('size', 'infos', 0), ('stack', 'infos', 0)],
+    EV_FREE: [('daddr', 'addrs', 1)],
+    EV_UNFREE: [('daddr', 'addrs', 1)],
+    EV_LOST: [('nallocs', 'others', 0), ('nfrees', 'others', 0)],
+    EV_ALLOC_LOCAL: [('size', 'infos', 0), ('stack', 'infos', 0)],
+    EV_FREE_BACK: [('back', 'backs', 0)],
+}
+_V2_SECTIONS = ('stamps', 'addrs', 'backs', 'infos', 'others')
+
+
+def event_kind(tag):
+    """The kind of an event tag (format version 2: bits 0-2)."""
+    return tag & 7
 
 
 def parse_chunk(payload):
-    """A CHUNK payload -> (prefix fields (tid, seq, base_stamp), [event dicts]). Each event has
-    'tag', 'fields' [(name, value, signed)], so it can be re-encoded after a change."""
+    """A CHUNK payload (format version 2) -> (prefix fields (tid, seq, base_stamp), [event
+    dicts]). Each event has 'tag', 'fields' [(name, value, signed)], so it can be re-encoded
+    after a change by build_chunk."""
     tid, i = get_varint(payload, 0)
     seq, i = get_varint(payload, i)
     base, i = get_varint(payload, i)
-    layouts = {
-        EV_ALLOC: [('dstamp', 0), ('daddr', 1), ('size', 0), ('stack', 0)],
-        EV_FREE: [('dstamp', 0), ('daddr', 1)],
-        EV_UNFREE: [('dstamp', 0), ('daddr', 1)],
-        EV_LOST: [('dstamp', 0), ('nallocs', 0), ('nfrees', 0)],
-    }
+    n, i = get_varint(payload, i)
+    lens = []
+    for _ in _V2_SECTIONS:
+        v, i = get_varint(payload, i)
+        lens.append(v)
+    tags = payload[i:i + n]
+    i += n
+    sec = {}
+    for name, ln in zip(_V2_SECTIONS, lens):
+        sec[name] = [payload[i:i + ln], 0]
+        i += ln
+    if i != len(payload):
+        raise ValueError('chunk sections do not add up to the payload')
+
+    def take(section, signed):
+        buf, pos = sec[section]
+        v, pos = get_varint(buf, pos)
+        sec[section][1] = pos
+        return unzigzag(v) if signed else v
+
     events = []
-    while i < len(payload):
-        tag = payload[i]
-        i += 1
-        lay = layouts.get(tag & 15)
+    for tag in tags:
+        lay = _V2_LAYOUT.get(event_kind(tag))
         if lay is None:
             raise ValueError('unknown event tag %#x' % tag)
-        fields = []
-        for name, signed in lay:
-            v, i = get_varint(payload, i)
-            fields.append([name, unzigzag(v) if signed else v, signed])
+        fields = [] if tag & TAG_STEP1 else [['dstamp', take('stamps', 0), 0]]
+        for name, section, signed in lay:
+            fields.append([name, take(section, signed), signed])
         events.append({'tag': tag, 'fields': fields})
     return (tid, seq, base), events
 
 
 def build_chunk(prefix, events):
-    out = bytearray(b''.join(put_varint(v) for v in prefix))
+    """The inverse of parse_chunk."""
+    sec = {name: bytearray() for name in _V2_SECTIONS}
+    where = {'dstamp': 'stamps'}
+    for lay in _V2_LAYOUT.values():
+        for name, section, _ in lay:
+            where[name] = section
+    tags = bytearray()
     for e in events:
-        out.append(e['tag'])
+        tags.append(e['tag'])
         for name, v, signed in e['fields']:
-            out += put_varint(zigzag(v) if signed else v)
+            sec[where[name]] += put_varint(zigzag(v) if signed else v)
+    out = bytearray(b''.join(put_varint(v) for v in prefix))
+    out += put_varint(len(events))
+    for name in _V2_SECTIONS:
+        out += put_varint(len(sec[name]))
+    out += tags
+    for name in _V2_SECTIONS:
+        out += sec[name]
     return bytes(out)
 
 
