@@ -3,10 +3,17 @@
 ns per malloc+free pair untraced, traced with the stack cache hitting, missing (1024 distinct
 chains), and disabled (unwinding every time), sampled at 512 KiB; and the analyzer's ns per event.
 Each figure is the median of --runs runs. Usage: python3 bench/micro.py [--build-dir build] [--runs 5]
+
+--instructions counts instructions per pair instead (untraced, and sampled at 512 KiB, whose
+fast path is what it is meant for), with valgrind's callgrind: perf's hardware counters are
+often missing in a VM, and an instruction count does not depend on what else the machine runs.
+It runs micro at two pair counts and divides the difference, which cancels start and exit.
+--shim PATH measures another build's liballocprof.so (e.g. a copy of the previous one).
 """
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -18,15 +25,51 @@ def pair_ns(cmd, env):
     return float(re.search(r"ns_per_pair: ([0-9.]+)", out).group(1))
 
 
+def instructions(cmd, env, tmp):
+    """Instructions run by the main thread (not the shim's writer thread, whose work depends on
+    how long the run takes, which under valgrind is long)."""
+    out = os.path.join(tmp, "cg.out")
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                        "--callgrind-out-file=" + out] + cmd, env=env, capture_output=True, text=True,
+                       timeout=600)
+    n = None
+    for f in os.listdir(tmp):
+        if f.startswith("cg.out"):
+            if f == "cg.out-01":
+                with open(os.path.join(tmp, f)) as fh:
+                    m = re.search(r"^summary: ([0-9]+)", fh.read(), re.M)
+                    n = int(m.group(1)) if m else None
+            os.unlink(os.path.join(tmp, f))
+    if n is None:
+        raise SystemExit(f"callgrind failed: {r.stderr[-2000:]}")
+    return n
+
+
+def instructions_per_pair(micro, a, cases, tmp):
+    """Instructions per pair, from runs at pairs/10 and pairs/5 (callgrind is ~50x slower)."""
+    lo, hi = max(a.pairs // 10, 1000), max(a.pairs // 5, 2000)
+    print(f"instructions per malloc+free pair at depth {a.depth} (callgrind, {hi} - {lo} pairs):")
+    base = None
+    for name, mode, e in cases:
+        n = [instructions([micro, mode, str(a.depth), str(p)], e, tmp) for p in (lo, hi)]
+        per = (n[1] - n[0]) / (hi - lo)
+        if base is None:
+            base = per
+        print(f"  {name:42s} {per:8.1f} instr/pair   (+{per - base:.1f})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build-dir", default="build")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=2000000)
     ap.add_argument("--depth", type=int, default=12)
+    ap.add_argument("--shim", help="the liballocprof.so to measure (default: the build dir's)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per pair with valgrind's callgrind instead of timing")
     a = ap.parse_args()
     micro = os.path.join(a.build_dir, "bench", "micro")
-    shim = os.path.abspath(os.path.join(a.build_dir, "preload", "liballocprof.so"))
+    shim = os.path.abspath(a.shim or os.path.join(a.build_dir, "preload", "liballocprof.so"))
     allocprof = os.path.join(a.build_dir, "analyzer", "allocprof")
     with tempfile.TemporaryDirectory() as tmp:
         def env(**kw):
@@ -35,6 +78,14 @@ def main():
             return e
         base = dict(os.environ)
         traced = env(LD_PRELOAD=shim)
+        if a.instructions:
+            if not shutil.which("valgrind"):
+                raise SystemExit("--instructions needs valgrind")
+            instructions_per_pair(micro, a, [
+                ("untraced", "same", base),
+                ("sampled 512 KiB", "same", env(LD_PRELOAD=shim, ALLOCPROF_SAMPLE_BYTES="524288")),
+            ], tmp)
+            return
         cases = [
             ("untraced", "same", base),
             ("traced, stack cache hit", "same", traced),

@@ -13,6 +13,7 @@
  * straight to the real allocator; from a hook it is counted as lost, so the analyzer can say so.
  */
 #include "events.h"
+#include "sampler.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -70,6 +71,9 @@ static void *boot_alloc(size_t size, size_t align)
 		return NULL;
 	((size_t *)(boot_pool + start))[-1] = size;
 	boot_used = start + size;
+	/* Sampled mode's fast free checks only the filter: this block's free must not get past
+	 * it to the real free. */
+	ap_sampled_pin(boot_pool + start);
 	return boot_pool + start;
 }
 
@@ -158,8 +162,13 @@ static inline bool enter(bool is_free)
 		return false;
 	}
 	int st = atomic_load_explicit(&ap_state, memory_order_relaxed);
-	if (AP_UNLIKELY(st == AP_STATE_OFF))
+	if (AP_UNLIKELY(st == AP_STATE_OFF)) {
+		/* Off for good: no more fast paths (they would count for nobody). */
+		ap_sample_left = 0;
+		if (atomic_load_explicit(&ap_sample_fast_free, memory_order_relaxed))
+			atomic_store_explicit(&ap_sample_fast_free, false, memory_order_relaxed);
 		return false;
+	}
 	ap_guard = 1;
 	/* Compiler barriers: a signal handler on this thread must see the guard set before any
 	 * of the shim's work and cleared only after all of it. */
@@ -175,21 +184,38 @@ static inline void leave(void)
 	ap_guard = 0;
 }
 
-static void record_alloc(int api, void *p, size_t size)
+/* A sampled allocation (or any, in full mode): unwound and written. */
+static __attribute__((noinline)) void record_alloc_event(int api, void *p, size_t size)
 {
-	ap_count_alloc(size);
-	if (!ap_sample(size))
-		return;
 	if (ap_cfg.sample_bytes && !ap_sampled_add(p))
 		return; /* out of memory for the set: better unsampled than a free never written */
 	ap_event_alloc(api, p, size, ap_stacks_capture());
 }
 
-/* Writes the free of p if p's allocation was recorded; false if it was not (sampled mode). */
-static bool record_free(int api, void *p)
+static inline void record_alloc(int api, void *p, size_t size)
 {
-	if (ap_cfg.sample_bytes && !(ap_sampled_contains(p) && ap_sampled_remove(p)))
-		return false;
+	ap_count_alloc(size);
+	if (ap_cfg.sample_bytes) {
+		uint64_t w = ap_sample_weight(size), left = ap_sample_left;
+		if (AP_LIKELY(w < left)) {
+			ap_sample_left = left - w;
+			return;
+		}
+		if (!ap_sample_slow(size))
+			return;
+	}
+	record_alloc_event(api, p, size);
+}
+
+/* Writes the free of p if p's allocation was recorded; false if it was not (sampled mode). */
+static inline __attribute__((always_inline)) bool record_free(int api, void *p)
+{
+	if (ap_cfg.sample_bytes) {
+		if (AP_UNLIKELY(!atomic_load_explicit(&ap_sample_fast_free, memory_order_relaxed)))
+			atomic_store_explicit(&ap_sample_fast_free, true, memory_order_relaxed);
+		if (!(ap_sampled_maybe(p) && ap_sampled_contains(p) && ap_sampled_remove(p)))
+			return false;
+	}
 	ap_event_free(api, p); /* stamped before the real call: see allocprof/trace.h */
 	return true;
 }
@@ -198,7 +224,16 @@ static bool record_free(int api, void *p)
 
 #define AP_EXPORT __attribute__((visibility("default")))
 
-AP_EXPORT void *malloc(size_t size)
+/*
+ * Sampled mode's fast paths: an allocation that is not sampled (its weight is below the
+ * thread's countdown, which is 0 when not armed) and a free of a block that was not (its filter
+ * bucket is 0) are only counted. They set the guard like any hook (a signal handler that
+ * allocates meanwhile is counted as lost, and does not race with the counters), but do nothing
+ * else; everything else takes the general path, a call away. ap_sample_left is non-zero only in
+ * sampled mode, after ready() and enter() have succeeded on this thread; ap_sample_fast_free
+ * likewise, on any thread.
+ */
+static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
 	if (AP_UNLIKELY(!ready()))
 		return boot_alloc(size, 16);
@@ -211,7 +246,52 @@ AP_EXPORT void *malloc(size_t size)
 	return p;
 }
 
-AP_EXPORT void *calloc(size_t n, size_t size)
+/* The fast paths take the countdown before the real call; a failed one gives it back. */
+static __attribute__((noinline, cold)) void give_back(size_t size)
+{
+	ap_sample_left += ap_sample_weight(size);
+}
+
+/* Sets the guard, with a compiler barrier, as enter() and leave() do. On x86-64 the guard's
+ * address is looked up again each time instead of being kept in a callee-saved register across
+ * the calls of a fast path (which would cost a push and a pop more). */
+#if defined(__x86_64__)
+#define GUARD_SET(v)                                                                               \
+	__asm__ volatile("movq ap_guard@gottpoff(%%rip), %%rax\n\tmovl %0, %%fs:(%%rax)"           \
+	                 : : "i"(v) : "rax", "memory")
+#else
+#define GUARD_SET(v)                                                                               \
+	do {                                                                                       \
+		atomic_signal_fence(memory_order_seq_cst);                                         \
+		ap_guard = (v);                                                                    \
+		atomic_signal_fence(memory_order_seq_cst);                                         \
+	} while (0)
+#endif
+
+/* left: the countdown once this allocation is taken off. */
+static __attribute__((noinline)) void *malloc_fast(size_t size, uint64_t left)
+{
+	GUARD_SET(1);
+	ap_sample_left = left;
+	void *p = real.malloc(size);
+	if (AP_LIKELY(p))
+		ap_count_alloc(size);
+	else
+		give_back(size);
+	GUARD_SET(0);
+	return p;
+}
+
+/* Only the test here, and both ways a tail call: no frame to set up for either. */
+AP_EXPORT void *malloc(size_t size)
+{
+	uint64_t w = ap_sample_weight(size), left = ap_sample_left;
+	if (AP_LIKELY(w < left && !ap_guard))
+		return malloc_fast(size, left - w);
+	return malloc_slow(size);
+}
+
+static __attribute__((noinline)) void *calloc_slow(size_t n, size_t size)
 {
 	if (AP_UNLIKELY(!ready())) {
 		size_t total;
@@ -228,9 +308,31 @@ AP_EXPORT void *calloc(size_t n, size_t size)
 	return p;
 }
 
-AP_EXPORT void free(void *p)
+static __attribute__((noinline)) void *calloc_fast(size_t n, size_t size, uint64_t left)
 {
-	if (!p || in_boot_pool(p))
+	GUARD_SET(1);
+	ap_sample_left = left;
+	void *p = real.calloc(n, size);
+	if (AP_LIKELY(p))
+		ap_count_alloc(n * size);
+	else
+		give_back(n * size);
+	GUARD_SET(0);
+	return p;
+}
+
+AP_EXPORT void *calloc(size_t n, size_t size)
+{
+	/* n * size is what is recorded; an overflow fails in the real calloc. */
+	uint64_t w = ap_sample_weight(n * size), left = ap_sample_left;
+	if (AP_LIKELY(w < left && !ap_guard))
+		return calloc_fast(n, size, left - w);
+	return calloc_slow(n, size);
+}
+
+static __attribute__((noinline)) void free_slow(void *p)
+{
+	if (in_boot_pool(p))
 		return;
 	if (AP_UNLIKELY(!ready()))
 		return; /* only inside dlsym while resolving, and only for pool blocks */
@@ -242,6 +344,22 @@ AP_EXPORT void free(void *p)
 	record_free(AP_API_FREE, p);
 	real.free(p);
 	leave();
+}
+
+AP_EXPORT void free(void *p)
+{
+	if (!p)
+		return;
+	/* Bootstrap-pool blocks are pinned in the filter: they take the slow path. */
+	if (AP_UNLIKELY(!atomic_load_explicit(&ap_sample_fast_free, memory_order_relaxed) || ap_guard ||
+	                ap_sampled_maybe(p))) {
+		free_slow(p);
+		return;
+	}
+	GUARD_SET(1);
+	real.free(p);
+	ap_count_free(); /* after: then p need not be kept across a call */
+	GUARD_SET(0);
 }
 
 static void *do_realloc(int api, void *old, size_t n, size_t size)

@@ -9,18 +9,24 @@
  * inverse of that probability (Horvitz-Thompson), which makes every estimate unbiased.
  * Zero-byte requests count as one byte so that they can be sampled at all.
  *
+ * The countdown, ap_sample_left, is read and decremented inline by the hooks (sampler.h); this
+ * file is only reached when it runs out (a sample) or is not armed yet (0: a new thread).
+ *
  * The set: open addressing with backward-shift deletion. Writers (a sampled allocation or free,
- * rare by construction) take a spinlock; readers (every free) take no lock: they read a sequence
- * counter before and after probing and retry if a writer ran meanwhile. An unsampled free is a
- * hash, one or two slot loads and two loads of the counter.
+ * rare by construction) take a spinlock; readers take no lock: they read a sequence counter
+ * before and after probing and retry if a writer ran meanwhile. In front of it, a counting filter
+ * (sampler.h) keyed by a hash of the address: an unsampled free is one byte load, and the table
+ * is probed only when the byte is non-zero (a live sampled block in the same bucket).
  */
 #include "events.h"
+#include "sampler.h"
 
 #include <math.h>
 #include <string.h>
 #include <sys/mman.h>
 
-static AP_TLS int64_t tl_countdown;
+AP_TLS uint64_t ap_sample_left;
+atomic_bool ap_sample_fast_free;
 static AP_TLS uint64_t tl_rng;
 static atomic_uint_fast64_t seed_sequence;
 
@@ -32,7 +38,7 @@ static uint64_t splitmix64(uint64_t *x)
 	return z ^ (z >> 31);
 }
 
-static int64_t draw(void)
+static uint64_t draw(void)
 {
 	/* xorshift64*: a few cycles, per thread, no shared state. */
 	tl_rng ^= tl_rng >> 12;
@@ -41,9 +47,11 @@ static int64_t draw(void)
 	uint64_t r = tl_rng * 0x2545f4914f6cdd1dull;
 	double u = (double)((r >> 11) + 1) * 0x1p-53; /* (0, 1] */
 	double d = -(double)ap_cfg.sample_bytes * log(u);
-	return d >= 0x1p62 ? INT64_MAX : (int64_t)d + 1;
+	return d >= 0x1p62 ? (uint64_t)INT64_MAX : (uint64_t)d + 1;
 }
 
+/* The countdown ran out or is not armed; the hooks' inline test already failed (or was not
+ * made). Same decision as the inline one: sampled iff the weight reaches the countdown. */
 bool ap_sample_slow(size_t size)
 {
 	if (AP_UNLIKELY(!tl_rng)) {
@@ -52,14 +60,15 @@ bool ap_sample_slow(size_t size)
 		 * ALLOCPROF_SEED makes a single-threaded run reproducible. */
 		uint64_t x = ap_cfg.seed + atomic_fetch_add(&seed_sequence, 1) * 0x9e3779b97f4a7c15ull;
 		tl_rng = splitmix64(&x) | 1;
-		tl_countdown = draw();
 	}
-	int64_t s = size ? (int64_t)(size > INT64_MAX ? INT64_MAX : size) : 1;
-	if (s < tl_countdown) {
-		tl_countdown -= s;
+	if (AP_UNLIKELY(!ap_sample_left))
+		ap_sample_left = draw(); /* >= 1: armed */
+	uint64_t w = ap_sample_weight(size);
+	if (w < ap_sample_left) {
+		ap_sample_left -= w;
 		return false;
 	}
-	tl_countdown = draw();
+	ap_sample_left = draw();
 	return true;
 }
 
@@ -69,6 +78,25 @@ struct table {
 	size_t cap; /* a power of two */
 	_Atomic(uintptr_t) slot[];
 };
+
+_Atomic uint8_t ap_sampled_filter[1u << AP_FILTER_BITS];
+
+/* Under set_lock. A saturated bucket stays saturated (it may then say "maybe" for nothing). */
+static void filter_inc(const void *p)
+{
+	_Atomic uint8_t *b = &ap_sampled_filter[ap_filter_slot(p)];
+	uint8_t v = atomic_load_explicit(b, memory_order_relaxed);
+	if (v != UINT8_MAX)
+		atomic_store_explicit(b, v + 1, memory_order_relaxed);
+}
+
+static void filter_dec(const void *p)
+{
+	_Atomic uint8_t *b = &ap_sampled_filter[ap_filter_slot(p)];
+	uint8_t v = atomic_load_explicit(b, memory_order_relaxed);
+	if (v != UINT8_MAX && v)
+		atomic_store_explicit(b, v - 1, memory_order_relaxed);
+}
 
 static _Atomic(struct table *) table;
 static atomic_uint seq; /* odd while a writer is changing the table */
@@ -133,9 +161,17 @@ bool ap_sampled_add(const void *ptr)
 		t = n;
 	}
 	insert_into(t, p);
+	filter_inc(ptr);
 	count++;
 	write_end();
 	return true;
+}
+
+void ap_sampled_pin(const void *p)
+{
+	ap_lock(&set_lock);
+	atomic_store_explicit(&ap_sampled_filter[ap_filter_slot(p)], UINT8_MAX, memory_order_relaxed);
+	ap_unlock(&set_lock);
 }
 
 static bool find(const struct table *t, uintptr_t p, size_t *at)
@@ -189,6 +225,7 @@ bool ap_sampled_remove(const void *ptr)
 			}
 		}
 		atomic_store_explicit(&t->slot[hole], 0, memory_order_relaxed);
+		filter_dec(ptr);
 		count--;
 	}
 	write_end();
@@ -197,6 +234,10 @@ bool ap_sampled_remove(const void *ptr)
 
 void ap_sampler_forked_child(void)
 {
+	/* The child may not trace at all (ALLOCPROF_NO_CHILDREN, or tracing was off): its first
+	 * calls take the slow path, which finds out and arms the fast paths again if it does. */
+	ap_sample_left = 0;
+	atomic_store(&ap_sample_fast_free, false);
 	atomic_flag_clear(&set_lock);
 	if (atomic_load(&seq) & 1)
 		atomic_fetch_add(&seq, 1);

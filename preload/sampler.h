@@ -1,0 +1,51 @@
+/*
+ * sampler.h: sampled mode's hot path, inlined into hooks.c (see sampler.c for the method).
+ *
+ * Two things are read on every call, and nothing else of the sampler:
+ *  - ap_sample_left, this thread's bytes to go before its next sample. 0 means "not armed"
+ *    (full mode, a thread that has not allocated yet, tracing off): the call takes the slow path,
+ *    which arms it. An allocation of weight w < left only subtracts w.
+ *  - ap_sampled_filter, a counting filter over the addresses of the live sampled blocks: one
+ *    byte per hash bucket, the number of live sampled blocks (and bootstrap-pool blocks, see
+ *    hooks.c) in it, saturating (255 stays). A free whose bucket is 0 was not sampled: that is
+ *    one load; only the rest probe the table (sampler.c) under its sequence counter.
+ * The filter is changed only under the set's lock, together with the table, and before the
+ * sampled block is returned to the program, so any thread that may legitimately free the block
+ * sees its bucket non-zero (the program's own hand-over orders the two).
+ */
+#ifndef AP_SAMPLER_H
+#define AP_SAMPLER_H
+
+#include "shim.h"
+
+#define AP_FILTER_BITS 16
+
+extern AP_TLS uint64_t ap_sample_left AP_HIDDEN;
+/* Frees may take the fast path: sampled mode, initialised, and tracing not off (as far as the
+ * last slow-path call could tell: a fast call after tracing stopped only counts, for nobody).
+ * Set by the first free recorded, cleared when a hook finds tracing off, and in a fork child. */
+extern atomic_bool ap_sample_fast_free AP_HIDDEN;
+extern _Atomic uint8_t ap_sampled_filter[1u << AP_FILTER_BITS] AP_HIDDEN;
+
+/* What an allocation counts for the countdown: zero-byte requests count as one byte, so that
+ * they can be sampled at all. */
+static inline uint64_t ap_sample_weight(size_t size)
+{
+	return (uint64_t)size + (size == 0);
+}
+
+static inline size_t ap_filter_slot(const void *p)
+{
+	return (size_t)(((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull) >> (64 - AP_FILTER_BITS));
+}
+
+/* false: p is certainly not a live sampled block (nor a bootstrap-pool block). */
+static inline bool ap_sampled_maybe(const void *p)
+{
+	return atomic_load_explicit(&ap_sampled_filter[ap_filter_slot(p)], memory_order_relaxed) != 0;
+}
+
+/* Marks p's bucket for good (a bootstrap-pool block: its free must take the slow path). */
+void ap_sampled_pin(const void *p) AP_HIDDEN;
+
+#endif
