@@ -11,10 +11,12 @@
 #include "profile.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *const ap_metric_names[AP_M__COUNT] = {"alloc_objects", "alloc_space", "inuse_objects",
                                                   "inuse_space"};
@@ -41,7 +43,7 @@ double ap_profile_weight(const ap_profile *p, uint64_t size)
 	return 1 / -expm1(-s / (double)p->sample_bytes);
 }
 
-static ap_site *site(ap_profile *p, uint32_t id)
+static __attribute__((noinline)) ap_site *site_grow(ap_profile *p, uint32_t id)
 {
 	while (p->sites.n <= id) {
 		ap_site s = {0};
@@ -50,72 +52,82 @@ static ap_site *site(ap_profile *p, uint32_t id)
 	return &p->sites.v[id];
 }
 
-static uint32_t block_new(ap_profile *p, uint64_t size, uint32_t site_id)
+static inline ap_site *site(ap_profile *p, uint32_t id)
+{
+	if (__builtin_expect(id < p->sites.n, 1))
+		return &p->sites.v[id];
+	return site_grow(p, id);
+}
+
+/* ap_profile_weight, with the full-mode case inline. */
+static inline double weight(const ap_profile *p, uint64_t size)
+{
+	return __builtin_expect(!p->sample_bytes, 1) ? 1 : ap_profile_weight(p, size);
+}
+
+static __attribute__((noinline)) uint32_t block_append(ap_profile *p)
+{
+	if (!p->blocks.n) {
+		struct ap_live zero = {0};
+		AP_VEC_PUSH(p->blocks, zero); /* index 0 means "none" */
+	}
+	struct ap_live b = {0};
+	AP_VEC_PUSH(p->blocks, b);
+	return (uint32_t)(p->blocks.n - 1);
+}
+
+static inline __attribute__((always_inline)) uint32_t block_new(ap_profile *p, uint64_t size, uint32_t site_id)
 {
 	uint32_t i = p->free_block;
-	if (i) {
+	if (__builtin_expect(i != 0, 1))
 		p->free_block = p->blocks.v[i].next_free;
-	} else {
-		if (!p->blocks.n) {
-			struct ap_live zero = {0};
-			AP_VEC_PUSH(p->blocks, zero); /* index 0 means "none" */
-		}
-		struct ap_live b = {0};
-		AP_VEC_PUSH(p->blocks, b);
-		i = (uint32_t)(p->blocks.n - 1);
-	}
+	else
+		i = block_append(p);
 	p->blocks.v[i].size = size;
 	p->blocks.v[i].site = site_id;
 	return i;
 }
 
-static void block_release(ap_profile *p, uint32_t i)
+static inline void block_release(ap_profile *p, uint32_t i)
 {
 	p->blocks.v[i].next_free = p->free_block;
 	p->free_block = i;
 }
 
-/* Takes the block at addr off the live set and off its site's inuse figures; 0 if unknown. */
-static uint32_t take_live(ap_profile *p, uint64_t addr)
+/* Adds (sign 1) or removes (sign -1) block b from its site's inuse figures and the totals. */
+static inline __attribute__((always_inline)) void inuse_add(ap_profile *p, const struct ap_live *b, double sign)
 {
-	uint64_t bi;
-	if (!ap_map_del(&p->live, addr + 1, &bi)) /* +1: address 0 is a valid key */
-		return 0;
-	struct ap_live *b = &p->blocks.v[bi];
 	ap_site *s = &p->sites.v[b->site];
-	double w = ap_profile_weight(p, b->size);
-	s->v[AP_M_INUSE_OBJECTS] -= w;
-	s->v[AP_M_INUSE_SPACE] -= w * (double)b->size;
-	p->inuse_objects -= w;
-	p->inuse_space -= w * (double)b->size;
-	return (uint32_t)bi;
-}
-
-static void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
-{
-	bool added;
-	uint64_t *slot = ap_map_put(&p->live, addr + 1, &added);
-	if (!added) {
-		/* A block allocated twice without a free between: its free was not recorded. Drop
-		 * the older one from inuse, and count the anomaly. */
-		p->double_allocs++;
-		struct ap_live *old = &p->blocks.v[*slot];
-		ap_site *os = &p->sites.v[old->site];
-		double ow = ap_profile_weight(p, old->size);
-		os->v[AP_M_INUSE_OBJECTS] -= ow;
-		os->v[AP_M_INUSE_SPACE] -= ow * (double)old->size;
-		p->inuse_objects -= ow;
-		p->inuse_space -= ow * (double)old->size;
-		block_release(p, (uint32_t)*slot);
-	}
-	*slot = bi;
-	struct ap_live *b = &p->blocks.v[bi];
-	ap_site *s = &p->sites.v[b->site];
-	double w = ap_profile_weight(p, b->size);
+	double w = sign * weight(p, b->size);
 	s->v[AP_M_INUSE_OBJECTS] += w;
 	s->v[AP_M_INUSE_SPACE] += w * (double)b->size;
 	p->inuse_objects += w;
 	p->inuse_space += w * (double)b->size;
+}
+
+/* Takes the block at addr off the live set and off its site's inuse figures; 0 if unknown. */
+static inline __attribute__((always_inline)) uint32_t take_live(ap_profile *p, uint64_t addr)
+{
+	uint64_t bi;
+	if (!ap_map_del(&p->live, addr + 1, &bi)) /* +1: address 0 is a valid key */
+		return 0;
+	inuse_add(p, &p->blocks.v[bi], -1);
+	return (uint32_t)bi;
+}
+
+static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
+{
+	bool added;
+	uint64_t *slot = ap_map_put(&p->live, addr + 1, &added);
+	if (__builtin_expect(!added, 0)) {
+		/* A block allocated twice without a free between: its free was not recorded. Drop
+		 * the older one from inuse, and count the anomaly. */
+		p->double_allocs++;
+		inuse_add(p, &p->blocks.v[*slot], -1);
+		block_release(p, (uint32_t)*slot);
+	}
+	*slot = bi;
+	inuse_add(p, &p->blocks.v[bi], 1);
 }
 
 /* --at: keeps the sites' inuse figures of the moment asked for; ap_profile_load_ex puts them
@@ -133,9 +145,10 @@ static void at_snapshot(ap_profile *p, uint64_t last_index, uint64_t stamp)
 	}
 }
 
-static void on_event(void *ctx, const ap_event *e)
+/* Applies one event. Inline in both of its callers: the decoder's callback (on_event) and the
+ * replay thread's loop (pipe_replay). */
+static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap_event *e)
 {
-	ap_profile *p = ctx;
 	if (p->opts.at == AP_AT_STAMP && !p->at_taken && e->stamp > p->opts.at_stamp)
 		at_snapshot(p, p->events ? p->events - 1 : UINT64_MAX, p->last_stamp);
 	if (!p->events++)
@@ -145,7 +158,7 @@ static void on_event(void *ctx, const ap_event *e)
 	switch (e->kind) {
 	case AP_EV_ALLOC: {
 		ap_site *s = site(p, e->stack);
-		double w = ap_profile_weight(p, e->size);
+		double w = weight(p, e->size);
 		s->v[AP_M_ALLOC_OBJECTS] += w;
 		s->v[AP_M_ALLOC_SPACE] += w * (double)e->size;
 		blk = block_new(p, e->size, e->stack);
@@ -193,6 +206,11 @@ static void on_event(void *ctx, const ap_event *e)
 		at_snapshot(p, p->events - 1, e->stamp);
 }
 
+static void on_event(void *ctx, const ap_event *e)
+{
+	replay(ctx, e);
+}
+
 static void on_header(void *ctx, const ap_header *h)
 {
 	ap_profile *p = ctx;
@@ -225,18 +243,37 @@ static void on_unload(void *ctx, uint32_t id, uint32_t gen)
 	ap_symbols_unload(p->syms, id, gen);
 }
 
+/* A copy of a stack record's frames (never NULL, even for an empty stack: non-NULL frames mark
+ * a defined site). */
+static uint64_t *copy_frames(const ap_stack_rec *r)
+{
+	uint64_t *f = ap_xmalloc((r->nframes ? r->nframes : 1) * sizeof(*f));
+	if (r->nframes) /* an empty stack's frames may be NULL, which memcpy must not see */
+		memcpy(f, r->frames, r->nframes * sizeof(*f));
+	return f;
+}
+
+/* Defines site id with frames (taking them over, or freeing them if it was defined already). */
+static void define_site(ap_profile *p, uint32_t id, uint32_t generation, uint32_t flags,
+                        uint32_t nframes, uint64_t *frames)
+{
+	ap_site *s = site(p, id);
+	if (s->frames) { /* defined twice: keep the first */
+		free(frames);
+		return;
+	}
+	s->generation = generation;
+	s->flags = flags;
+	s->nframes = nframes;
+	s->frames = frames;
+}
+
 static void on_stack(void *ctx, const ap_stack_rec *r)
 {
 	ap_profile *p = ctx;
-	ap_site *s = site(p, r->id);
-	if (s->frames)
-		return; /* defined twice: keep the first */
-	s->generation = r->generation;
-	s->flags = r->flags;
-	s->nframes = r->nframes;
-	s->frames = ap_xmalloc((r->nframes ? r->nframes : 1) * sizeof(*s->frames));
-	if (r->nframes) /* an empty stack's frames may be NULL, which memcpy must not see */
-		memcpy(s->frames, r->frames, r->nframes * sizeof(*s->frames));
+	if (r->id < p->sites.n && p->sites.v[r->id].frames)
+		return;
+	define_site(p, r->id, r->generation, r->flags, r->nframes, copy_frames(r));
 }
 
 static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
@@ -246,6 +283,242 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
 		return;
 	struct ap_clockpt c = {stamp, ns};
 	AP_VEC_PUSH(p->clock_pts, c);
+}
+
+/* ---- the replay thread ------------------------------------------------------------------------- */
+
+/* Reading a file, the decoder (this thread) and the replay (a thread of its own) run side by
+ * side: the decoder's callbacks append what they are given to batches, which the replay thread
+ * applies in the same order as the single-threaded load would, so every figure is the same.
+ * The replay thread alone touches what the replay builds (sites, blocks, the live set, clock
+ * points, the observer's state) while the pipe runs; the decoder's thread keeps the symbols
+ * (module and unload records), and the header, which the replay reads, is applied only when the
+ * replay thread has caught up and waits. Memory: PIPE_NBUF batches of PIPE_BATCH events. */
+#define PIPE_BATCH 8192
+#define PIPE_NBUF 32
+
+/* A queued item: an event (ap_event without its LOST-only fields, which ride in addr and size),
+ * or one of these kinds. */
+enum { QK_STACK = 0x80, QK_CLOCK = 0x81 };
+struct qev {
+	uint64_t stamp, addr, size; /* QK_STACK: addr = frames (owned), size = flags << 32 | nframes;
+	                             * QK_CLOCK: addr = monotonic ns */
+	uint32_t stack, tid;        /* QK_STACK: id, generation */
+	uint8_t kind, api;
+};
+
+typedef struct ap_pipe {
+	ap_profile *p;
+	struct qev *buf[PIPE_NBUF];
+	size_t len[PIPE_NBUF];
+	struct qev *cur; /* the batch being filled (buf[wi % PIPE_NBUF]) and its length */
+	size_t n;
+	unsigned wi, ri;
+	pthread_mutex_t mu;
+	pthread_cond_t filled_cv, drained_cv;
+	unsigned filled;   /* batches handed over and not yet applied */
+	bool done, urgent; /* no more batches will come; the decoder waits for the replay to catch up */
+	bool replay_waits, decoder_waits;
+	pthread_t thread;
+} ap_pipe;
+
+/* A sleeping side is woken only when PIPE_WAKE batches are ready for it (or at the end, or for
+ * a drain), so that the two threads do not wake each other for every batch. */
+#define PIPE_WAKE (PIPE_NBUF / 2)
+
+static void *pipe_replay(void *arg)
+{
+	ap_pipe *q = arg;
+	ap_profile *p = q->p;
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		if (!q->filled) {
+			if (q->done)
+				break;
+			q->replay_waits = true;
+			pthread_cond_wait(&q->filled_cv, &q->mu);
+			q->replay_waits = false;
+			continue;
+		}
+		pthread_mutex_unlock(&q->mu);
+		unsigned b = q->ri % PIPE_NBUF;
+		const struct qev *x = q->buf[b], *end = x + q->len[b];
+		for (; x < end; x++) {
+			if (__builtin_expect(x->kind >= QK_STACK, 0)) {
+				if (x->kind == QK_STACK)
+					define_site(p, x->stack, x->tid, (uint32_t)(x->size >> 32), (uint32_t)x->size,
+					            (uint64_t *)(uintptr_t)x->addr);
+				else
+					on_clock(p, x->stamp, x->addr);
+				continue;
+			}
+			ap_event e = {.stamp = x->stamp, .tid = x->tid, .kind = x->kind, .api = x->api};
+			if (x->kind == AP_EV_LOST) {
+				e.lost_allocs = x->size;
+				e.lost_frees = x->addr;
+			} else {
+				e.addr = x->addr;
+				e.size = x->size;
+				e.stack = x->stack;
+			}
+			replay(p, &e);
+		}
+		pthread_mutex_lock(&q->mu);
+		q->ri++;
+		q->filled--;
+		if (q->decoder_waits && (q->filled <= PIPE_NBUF - PIPE_WAKE || !q->filled))
+			pthread_cond_signal(&q->drained_cv);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
+/* Hands the current batch over (if not empty) and takes a free one. */
+static void pipe_flush(ap_pipe *q)
+{
+	if (!q->n)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->len[q->wi % PIPE_NBUF] = q->n;
+	q->filled++;
+	if (q->replay_waits && (q->filled >= PIPE_WAKE || q->urgent || q->done))
+		pthread_cond_signal(&q->filled_cv);
+	while (q->filled == PIPE_NBUF) {
+		q->decoder_waits = true;
+		pthread_cond_wait(&q->drained_cv, &q->mu);
+		q->decoder_waits = false;
+	}
+	pthread_mutex_unlock(&q->mu);
+	q->wi++;
+	q->cur = q->buf[q->wi % PIPE_NBUF];
+	q->n = 0;
+}
+
+/* Waits until the replay thread has applied everything handed over. */
+static void pipe_drain(ap_pipe *q)
+{
+	pthread_mutex_lock(&q->mu);
+	q->urgent = true;
+	pthread_mutex_unlock(&q->mu);
+	pipe_flush(q);
+	pthread_mutex_lock(&q->mu);
+	if (q->replay_waits)
+		pthread_cond_signal(&q->filled_cv);
+	while (q->filled) {
+		q->decoder_waits = true;
+		pthread_cond_wait(&q->drained_cv, &q->mu);
+		q->decoder_waits = false;
+	}
+	q->urgent = false;
+	pthread_mutex_unlock(&q->mu);
+}
+
+static inline struct qev *pipe_slot(ap_pipe *q)
+{
+	if (__builtin_expect(q->n == PIPE_BATCH, 0))
+		pipe_flush(q);
+	return &q->cur[q->n++];
+}
+
+static void pipe_event(void *ctx, const ap_event *e)
+{
+	struct qev *x = pipe_slot(ctx);
+	bool lost = e->kind == AP_EV_LOST;
+	x->stamp = e->stamp;
+	x->addr = lost ? e->lost_frees : e->addr;
+	x->size = lost ? e->lost_allocs : e->size;
+	x->stack = e->stack;
+	x->tid = e->tid;
+	x->kind = e->kind;
+	x->api = e->api;
+}
+
+static void pipe_stack(void *ctx, const ap_stack_rec *r)
+{
+	struct qev *x = pipe_slot(ctx);
+	x->kind = QK_STACK;
+	x->stack = r->id;
+	x->tid = r->generation;
+	x->size = (uint64_t)r->flags << 32 | r->nframes;
+	x->addr = (uint64_t)(uintptr_t)copy_frames(r);
+}
+
+static void pipe_clock(void *ctx, uint64_t stamp, uint64_t ns)
+{
+	struct qev *x = pipe_slot(ctx);
+	x->kind = QK_CLOCK;
+	x->stamp = stamp;
+	x->addr = ns;
+}
+
+static void pipe_header(void *ctx, const ap_header *h)
+{
+	ap_pipe *q = ctx;
+	pipe_drain(q); /* the replay reads what the header sets */
+	on_header(q->p, h);
+}
+
+static void pipe_module(void *ctx, const ap_module_desc *m)
+{
+	on_module(((ap_pipe *)ctx)->p, m);
+}
+
+static void pipe_unload(void *ctx, uint32_t id, uint32_t gen)
+{
+	on_unload(((ap_pipe *)ctx)->p, id, gen);
+}
+
+/* Whether to replay in a thread of its own: with more than one processor, unless
+ * ALLOCPROF_THREADS=0. */
+static bool pipe_wanted(void)
+{
+	const char *e = getenv("ALLOCPROF_THREADS");
+	if (e && !strcmp(e, "0"))
+		return false;
+	return sysconf(_SC_NPROCESSORS_ONLN) > 1;
+}
+
+/* ap_read_trace(path) with the replay in a second thread; -1 (nothing read) if the thread
+ * could not start. */
+static int read_piped(ap_profile *p, const char *path, bool *started)
+{
+	ap_pipe *q = ap_xcalloc(1, sizeof(*q));
+	q->p = p;
+	for (int i = 0; i < PIPE_NBUF; i++)
+		q->buf[i] = ap_xmalloc(PIPE_BATCH * sizeof(struct qev));
+	q->cur = q->buf[0];
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->filled_cv, NULL);
+	pthread_cond_init(&q->drained_cv, NULL);
+	int err = 0;
+	*started = pthread_create(&q->thread, NULL, pipe_replay, q) == 0;
+	if (*started) {
+		ap_reader_ops ops = {
+			.ctx = q,
+			.header = pipe_header,
+			.module = pipe_module,
+			.unload = pipe_unload,
+			.stack = pipe_stack,
+			.event = pipe_event,
+			.clock = pipe_clock,
+		};
+		err = ap_read_trace(path, &ops, &p->rr);
+		pthread_mutex_lock(&q->mu);
+		q->done = true;
+		pthread_mutex_unlock(&q->mu);
+		pipe_flush(q);
+		pthread_mutex_lock(&q->mu);
+		pthread_cond_signal(&q->filled_cv);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->thread, NULL);
+	}
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->filled_cv);
+	pthread_cond_destroy(&q->drained_cv);
+	for (int i = 0; i < PIPE_NBUF; i++)
+		free(q->buf[i]);
+	free(q);
+	return err;
 }
 
 static void sym_warn(void *ctx, const char *msg)
@@ -288,8 +561,12 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 		.event = on_event,
 		.clock = on_clock,
 	};
-	int err = data ? ap_read_trace_mem(path, data, len, compressed, &ops, &p->rr)
-	               : ap_read_trace(path, &ops, &p->rr);
+	int err;
+	bool piped = false;
+	if (data)
+		err = ap_read_trace_mem(path, data, len, compressed, &ops, &p->rr);
+	else if (!pipe_wanted() || (err = read_piped(p, path, &piped), !piped))
+		err = ap_read_trace(path, &ops, &p->rr);
 	if (err) {
 		fprintf(stderr, "allocprof: %s\n", p->rr.error);
 		return err;

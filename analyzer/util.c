@@ -64,110 +64,66 @@ uint64_t ap_hash_str(const char *s)
 
 void ap_map_free(ap_map *m)
 {
-	free(m->keys);
-	free(m->vals);
+	free(m->slots);
 	memset(m, 0, sizeof(*m));
 }
 
-static void map_grow(ap_map *m)
+void ap_map_grow_(ap_map *m)
 {
 	size_t oldcap = m->cap;
-	uint64_t *ok = m->keys, *ov = m->vals;
+	ap_map_slot *old = m->slots;
 	m->cap = oldcap ? oldcap * 2 : 64;
-	m->keys = ap_xcalloc(m->cap, sizeof(*m->keys));
-	m->vals = ap_xmalloc(m->cap * sizeof(*m->vals));
+	m->shift = 64 - (unsigned)__builtin_ctzll(m->cap);
+	m->slots = ap_xcalloc(m->cap, sizeof(*m->slots));
+	size_t mask = m->cap - 1;
 	for (size_t i = 0; i < oldcap; i++) {
-		if (!ok[i])
+		if (!old[i].key)
 			continue;
-		size_t j = ap_hash64(ok[i]) & (m->cap - 1);
-		while (m->keys[j])
-			j = (j + 1) & (m->cap - 1);
-		m->keys[j] = ok[i];
-		m->vals[j] = ov[i];
+		size_t j = ap_map_home_(m, old[i].key);
+		while (m->slots[j].key)
+			j = (j + 1) & mask;
+		m->slots[j] = old[i];
 	}
-	free(ok);
-	free(ov);
+	free(old);
 }
 
-uint64_t *ap_map_put(ap_map *m, uint64_t key, bool *added)
+uint64_t *ap_map_put_zero_(ap_map *m, bool *added)
 {
-	if (!key) {
-		if (added)
-			*added = !m->has_zero;
-		if (!m->has_zero) {
-			m->has_zero = true;
-			m->zero_val = 0;
-			m->n++;
-		}
-		return &m->zero_val;
-	}
-	if ((m->n + 1) * 4 > m->cap * 3)
-		map_grow(m); /* n may count key 0, which needs no slot: growing early is harmless */
-	size_t i = ap_hash64(key) & (m->cap - 1);
-	while (m->keys[i] && m->keys[i] != key)
-		i = (i + 1) & (m->cap - 1);
-	if (!m->keys[i]) {
-		m->keys[i] = key;
-		m->vals[i] = 0;
+	if (added)
+		*added = !m->has_zero;
+	if (!m->has_zero) {
+		m->has_zero = true;
+		m->zero_val = 0;
 		m->n++;
-		if (added)
-			*added = true;
-	} else if (added) {
-		*added = false;
 	}
-	return &m->vals[i];
+	return &m->zero_val;
 }
 
-uint64_t *ap_map_get(const ap_map *m, uint64_t key)
+bool ap_map_del_zero_(ap_map *m, uint64_t *val_out)
 {
-	if (!key)
-		return m->has_zero ? (uint64_t *)&m->zero_val : NULL;
-	if (!m->cap)
-		return NULL;
-	size_t i = ap_hash64(key) & (m->cap - 1);
-	while (m->keys[i]) {
-		if (m->keys[i] == key)
-			return &m->vals[i];
-		i = (i + 1) & (m->cap - 1);
-	}
-	return NULL;
-}
-
-bool ap_map_del(ap_map *m, uint64_t key, uint64_t *val_out)
-{
-	if (!key) {
-		if (!m->has_zero)
-			return false;
-		if (val_out)
-			*val_out = m->zero_val;
-		m->has_zero = false;
-		m->n--;
-		return true;
-	}
-	if (!m->cap)
+	if (!m->has_zero)
 		return false;
-	size_t mask = m->cap - 1, i = ap_hash64(key) & mask;
-	while (m->keys[i] != key) {
-		if (!m->keys[i])
-			return false;
-		i = (i + 1) & mask;
-	}
 	if (val_out)
-		*val_out = m->vals[i];
-	/* Backward shift: move later members of the probe run into the hole when their home slot
-	 * lies at or before it. */
-	size_t hole = i;
-	for (size_t j = (i + 1) & mask; m->keys[j]; j = (j + 1) & mask) {
-		size_t home = ap_hash64(m->keys[j]) & mask;
+		*val_out = m->zero_val;
+	m->has_zero = false;
+	m->n--;
+	return true;
+}
+
+/* Backward shift after the key at hole was removed: moves later members of the probe run into
+ * the hole when their home slot lies at or before it, then empties the last hole. */
+void ap_map_shift_(ap_map *m, size_t hole)
+{
+	size_t mask = m->cap - 1;
+	ap_map_slot *s = m->slots;
+	for (size_t j = (hole + 1) & mask; s[j].key; j = (j + 1) & mask) {
+		size_t home = ap_map_home_(m, s[j].key);
 		if (((j - home) & mask) >= ((j - hole) & mask)) {
-			m->keys[hole] = m->keys[j];
-			m->vals[hole] = m->vals[j];
+			s[hole] = s[j];
 			hole = j;
 		}
 	}
-	m->keys[hole] = 0;
-	m->n--;
-	return true;
+	s[hole].key = 0;
 }
 
 bool ap_grow(void *arrp, size_t *cap, size_t need, size_t elem)

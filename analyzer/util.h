@@ -49,19 +49,98 @@ bool ap_grow(void *arrp, size_t *cap, size_t need, size_t elem);
 /* Open-addressing map from a u64 key to a u64 value, with backward-shift deletion (no
  * tombstones, so a long replay of allocations and frees never degrades it). Key 0 marks empty
  * slots, so it lives apart (has_zero, zero_val): keys come from traces, and a trace can hold any
- * value (an address of ~0 plus one is 0). */
+ * value (an address of ~0 plus one is 0). Keys and values share a slot (one cache line holds a
+ * key and what it maps to); a key's home slot is the top bits of key * 2^64/phi (Fibonacci
+ * hashing: one multiplication, and addresses that differ in any bit spread over the table). The
+ * lookups are inline: the replay does one or two per event. */
+typedef struct ap_map_slot {
+	uint64_t key, val;
+} ap_map_slot;
 typedef struct ap_map {
-	uint64_t *keys, *vals;
+	ap_map_slot *slots;
 	size_t cap, n;        /* n counts key 0 too */
+	unsigned shift;       /* 64 - log2(cap) */
 	bool has_zero;
 	uint64_t zero_val;
 } ap_map;
 
 void ap_map_free(ap_map *m);
 /* Returns a pointer to the value of key, inserting it with value 0 when absent (*added = true). */
-uint64_t *ap_map_put(ap_map *m, uint64_t key, bool *added);
-uint64_t *ap_map_get(const ap_map *m, uint64_t key);
-bool ap_map_del(ap_map *m, uint64_t key, uint64_t *val_out);
+static inline uint64_t *ap_map_put(ap_map *m, uint64_t key, bool *added);
+static inline uint64_t *ap_map_get(const ap_map *m, uint64_t key);
+static inline bool ap_map_del(ap_map *m, uint64_t key, uint64_t *val_out);
+
+/* Out of line: the rare paths of the map. */
+void ap_map_grow_(ap_map *m);
+uint64_t *ap_map_put_zero_(ap_map *m, bool *added);
+bool ap_map_del_zero_(ap_map *m, uint64_t *val_out);
+void ap_map_shift_(ap_map *m, size_t hole);
+
+static inline size_t ap_map_home_(const ap_map *m, uint64_t key)
+{
+	return (size_t)((key * 0x9e3779b97f4a7c15ull) >> m->shift);
+}
+
+static inline uint64_t *ap_map_put(ap_map *m, uint64_t key, bool *added)
+{
+	if (__builtin_expect(!key, 0))
+		return ap_map_put_zero_(m, added);
+	if (__builtin_expect((m->n + 1) * 4 > m->cap * 3, 0))
+		ap_map_grow_(m); /* n may count key 0, which needs no slot: growing early is harmless */
+	size_t mask = m->cap - 1, i = ap_map_home_(m, key);
+	ap_map_slot *s = m->slots;
+	while (s[i].key && s[i].key != key)
+		i = (i + 1) & mask;
+	if (!s[i].key) {
+		s[i].key = key;
+		s[i].val = 0;
+		m->n++;
+		if (added)
+			*added = true;
+	} else if (added) {
+		*added = false;
+	}
+	return &s[i].val;
+}
+
+static inline uint64_t *ap_map_get(const ap_map *m, uint64_t key)
+{
+	if (__builtin_expect(!key, 0))
+		return m->has_zero ? (uint64_t *)&m->zero_val : NULL;
+	if (!m->cap)
+		return NULL;
+	size_t mask = m->cap - 1, i = ap_map_home_(m, key);
+	ap_map_slot *s = m->slots;
+	while (s[i].key) {
+		if (s[i].key == key)
+			return &s[i].val;
+		i = (i + 1) & mask;
+	}
+	return NULL;
+}
+
+static inline bool ap_map_del(ap_map *m, uint64_t key, uint64_t *val_out)
+{
+	if (__builtin_expect(!key, 0))
+		return ap_map_del_zero_(m, val_out);
+	if (!m->cap)
+		return false;
+	size_t mask = m->cap - 1, i = ap_map_home_(m, key);
+	ap_map_slot *s = m->slots;
+	while (s[i].key != key) {
+		if (!s[i].key)
+			return false;
+		i = (i + 1) & mask;
+	}
+	if (val_out)
+		*val_out = s[i].val;
+	m->n--;
+	if (!s[(i + 1) & mask].key) /* the common case: the end of its probe run */
+		s[i].key = 0;
+	else
+		ap_map_shift_(m, i);
+	return true;
+}
 
 static inline uint64_t ap_hash64(uint64_t x)
 {
