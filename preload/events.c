@@ -193,6 +193,10 @@ static struct ap_thread *thread_attach(void)
 	}
 	t->tid = ap_sys_tid();
 	t->seq = 0;
+	ap_hot.allocs = ap_hot.bytes = ap_hot.frees = 0; /* folded into the record at detach */
+	ap_lock(&t->count_lock);
+	t->hot = &ap_hot;
+	ap_unlock(&t->count_lock);
 	/* From the second thread on, another thread may free and reuse an address between a
 	 * thread's allocation and its free: the writer stops pairing them within chunks. The stamp
 	 * precedes every event of this thread. */
@@ -250,8 +254,8 @@ static inline void release(struct ap_thread *t, struct ap_buf *b)
 static void thread_detach(void *arg)
 {
 	struct ap_thread *t = arg;
-	int saved = ap_guard;
-	ap_guard = 1;
+	int saved = ap_hot.guard;
+	ap_hot.guard = 1;
 	struct ap_buf *b;
 	while (!(b = atomic_exchange(&t->cur, NULL)))
 		__builtin_ia32_pause();
@@ -262,9 +266,20 @@ static void thread_detach(void *arg)
 			ap_pool_put(b);
 	}
 	atomic_store(&t->cur, AP_NOBUF);
+	/* The TLS block goes away with the thread: its counts stay with the record. */
+	ap_lock(&t->count_lock);
+	t->done[0] += ap_hot.allocs;
+	t->done[1] += ap_hot.bytes;
+	t->done[2] += ap_hot.frees;
+	t->hot = NULL;
+	ap_unlock(&t->count_lock);
+	ap_hot.allocs = ap_hot.bytes = ap_hot.frees = 0;
+	/* Later calls of this thread (other destructors) take the general path, which attaches
+	 * it again before anything is counted. */
+	ap_hot.sample_left = 0;
 	tl_thread = NULL;
 	atomic_store(&t->vacant, true);
-	ap_guard = saved;
+	ap_hot.guard = saved;
 }
 
 void ap_events_forked_child(void)
@@ -275,6 +290,7 @@ void ap_events_forked_child(void)
 	 * hand the parent's events to the child's writer when this thread exits. */
 	atomic_store(&all_threads, NULL);
 	tl_thread = NULL;
+	ap_hot.allocs = ap_hot.bytes = ap_hot.frees = 0;
 	atomic_store(&n_attached, 0);
 	atomic_store(&ap_multi_since, UINT64_MAX);
 	pthread_setspecific(thread_key, NULL);
@@ -373,26 +389,36 @@ void ap_event_lost(bool is_free)
 
 atomic_ulong ap_lost_total, ap_orphan_lost_allocs, ap_orphan_lost_frees;
 
-/* Plain load and store, not a locked add: only the owner writes these. */
-static inline void bump(atomic_uint_fast64_t *c, uint64_t by)
-{
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
-}
-
 void ap_count_alloc(size_t size)
 {
-	struct ap_thread *t = thread_self();
-	if (t) {
-		bump(&t->n_allocs, 1);
-		bump(&t->n_bytes, size);
+	if (thread_self()) {
+		ap_hot_add(&ap_hot.allocs, 1);
+		ap_hot_add(&ap_hot.bytes, size);
 	}
 }
 
 void ap_count_free(void)
 {
-	struct ap_thread *t = thread_self();
-	if (t)
-		bump(&t->n_frees, 1);
+	if (thread_self())
+		ap_hot_add(&ap_hot.frees, 1);
+}
+
+bool ap_events_attached(void)
+{
+	return tl_thread != NULL;
+}
+
+void ap_events_totals(uint64_t out[3])
+{
+	out[0] = out[1] = out[2] = 0;
+	for (struct ap_thread *t = ap_threads_first(); t; t = t->next) {
+		ap_lock(&t->count_lock);
+		const struct ap_hot *h = t->hot;
+		out[0] += t->done[0] + (h ? __atomic_load_n(&h->allocs, __ATOMIC_RELAXED) : 0);
+		out[1] += t->done[1] + (h ? __atomic_load_n(&h->bytes, __ATOMIC_RELAXED) : 0);
+		out[2] += t->done[2] + (h ? __atomic_load_n(&h->frees, __ATOMIC_RELAXED) : 0);
+		ap_unlock(&t->count_lock);
+	}
 }
 
 /* ---- the meta stream ----------------------------------------------------------------------------- */

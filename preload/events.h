@@ -12,6 +12,8 @@
 #define AP_EVENT_MAX (2 + 8 * AP_VARINT_MAX)
 #define AP_NOBUF ((struct ap_buf *)1)
 
+typedef atomic_flag ap_spinlock;
+
 struct ap_buf {
 	struct ap_buf *next;
 	uint32_t tid;
@@ -34,11 +36,14 @@ struct ap_thread {
 	/* Events dropped by re-entry from a signal handler; written as a LOST event at the next
 	 * event of the thread. Atomic because the handler interrupts the owner. */
 	atomic_uint lost_allocs, lost_frees;
-	/* Every call, recorded or not (TOTALS). Written by the owner only, read by the writer. */
-	atomic_uint_fast64_t n_allocs, n_bytes, n_frees;
+	/* Every call, recorded or not (TOTALS): the owner's counters in its TLS while it is
+	 * attached, plus what earlier owners of the record counted. count_lock orders the owner's
+	 * exit (which folds its counters into done and clears hot) against the writer's reads. */
+	struct ap_hot *hot;
+	uint64_t done[3];
+	ap_spinlock count_lock;
 };
 
-typedef atomic_flag ap_spinlock;
 void ap_lock(ap_spinlock *l) AP_HIDDEN;
 void ap_unlock(ap_spinlock *l) AP_HIDDEN;
 

@@ -8,7 +8,7 @@
  * the real functions. Calls made while resolving are served from a static pool and recognised
  * when freed; events before the constructor are buffered and written once the file is open.
  *
- * Re-entrancy: ap_guard is set for the whole of a hook. A nested call (a signal handler that
+ * Re-entrancy: ap_hot.guard is set for the whole of a hook. A nested call (a signal handler that
  * allocates while this thread is inside the shim, or a library we call that allocates) goes
  * straight to the real allocator; from a hook it is counted as lost, so the analyzer can say so.
  */
@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 atomic_int ap_state = AP_STATE_BOOT;
-AP_TLS int ap_guard;
+AP_TLS struct ap_hot ap_hot;
 
 static struct {
 	void *(*malloc)(size_t);
@@ -156,20 +156,18 @@ bool ap_hooks_ready(void)
 /* Should this call be recorded? Sets the guard when it returns true. */
 static inline bool enter(bool is_free)
 {
-	if (AP_UNLIKELY(ap_guard)) {
-		if (ap_guard == 1)
+	if (AP_UNLIKELY(ap_hot.guard)) {
+		if (ap_hot.guard == 1)
 			ap_event_lost(is_free);
 		return false;
 	}
 	int st = atomic_load_explicit(&ap_state, memory_order_relaxed);
 	if (AP_UNLIKELY(st == AP_STATE_OFF)) {
-		/* Off for good: no more fast paths (they would count for nobody). */
-		ap_sample_left = 0;
-		if (atomic_load_explicit(&ap_sample_fast_free, memory_order_relaxed))
-			atomic_store_explicit(&ap_sample_fast_free, false, memory_order_relaxed);
+		/* Off for good: no more fast paths on this thread (they would count for nobody). */
+		ap_hot.sample_left = 0;
 		return false;
 	}
-	ap_guard = 1;
+	ap_hot.guard = 1;
 	/* Compiler barriers: a signal handler on this thread must see the guard set before any
 	 * of the shim's work and cleared only after all of it. */
 	atomic_signal_fence(memory_order_seq_cst);
@@ -181,7 +179,7 @@ static inline bool enter(bool is_free)
 static inline void leave(void)
 {
 	atomic_signal_fence(memory_order_seq_cst);
-	ap_guard = 0;
+	ap_hot.guard = 0;
 }
 
 /* A sampled allocation (or any, in full mode): unwound and written. */
@@ -196,9 +194,9 @@ static inline void record_alloc(int api, void *p, size_t size)
 {
 	ap_count_alloc(size);
 	if (ap_cfg.sample_bytes) {
-		uint64_t w = ap_sample_weight(size), left = ap_sample_left;
+		uint64_t w = ap_sample_weight(size), left = ap_hot.sample_left;
 		if (AP_LIKELY(w < left)) {
-			ap_sample_left = left - w;
+			ap_hot.sample_left = left - w;
 			return;
 		}
 		if (!ap_sample_slow(size))
@@ -211,8 +209,9 @@ static inline void record_alloc(int api, void *p, size_t size)
 static inline __attribute__((always_inline)) bool record_free(int api, void *p)
 {
 	if (ap_cfg.sample_bytes) {
-		if (AP_UNLIKELY(!atomic_load_explicit(&ap_sample_fast_free, memory_order_relaxed)))
-			atomic_store_explicit(&ap_sample_fast_free, true, memory_order_relaxed);
+		/* A thread that only frees (a consumer) would otherwise never arm its fast paths. */
+		if (AP_UNLIKELY(!ap_hot.sample_left))
+			ap_sample_arm();
 		if (!(ap_sampled_maybe(p) && ap_sampled_contains(p) && ap_sampled_remove(p)))
 			return false;
 	}
@@ -229,9 +228,9 @@ static inline __attribute__((always_inline)) bool record_free(int api, void *p)
  * thread's countdown, which is 0 when not armed) and a free of a block that was not (its filter
  * bucket is 0) are only counted. They set the guard like any hook (a signal handler that
  * allocates meanwhile is counted as lost, and does not race with the counters), but do nothing
- * else; everything else takes the general path, a call away. ap_sample_left is non-zero only in
- * sampled mode, after ready() and enter() have succeeded on this thread; ap_sample_fast_free
- * likewise, on any thread.
+ * else; everything else takes the general path, a call away. ap_hot.sample_left is non-zero
+ * only in sampled mode, once this thread has a record (its counters are summed) and the last
+ * general-path call found tracing on.
  */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
@@ -249,33 +248,57 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
 /* The fast paths take the countdown before the real call; a failed one gives it back. */
 static __attribute__((noinline, cold)) void give_back(size_t size)
 {
-	ap_sample_left += ap_sample_weight(size);
+	ap_hot.sample_left += ap_sample_weight(size);
 }
 
-/* Sets the guard, with a compiler barrier, as enter() and leave() do. On x86-64 the guard's
+/* Sets the guard, with a compiler barrier, as enter() and leave() do. On x86-64 the block's
  * address is looked up again each time instead of being kept in a callee-saved register across
  * the calls of a fast path (which would cost a push and a pop more). */
 #if defined(__x86_64__)
+_Static_assert(offsetof(struct ap_hot, guard) == 0, "GUARD_SET writes at the block's start");
 #define GUARD_SET(v)                                                                               \
-	__asm__ volatile("movq ap_guard@gottpoff(%%rip), %%rax\n\tmovl %0, %%fs:(%%rax)"           \
+	__asm__ volatile("movq ap_hot@gottpoff(%%rip), %%rax\n\tmovl %0, %%fs:(%%rax)"               \
 	                 : : "i"(v) : "rax", "memory")
 #else
 #define GUARD_SET(v)                                                                               \
 	do {                                                                                       \
 		atomic_signal_fence(memory_order_seq_cst);                                         \
-		ap_guard = (v);                                                                    \
+		ap_hot.guard = (v);                                                                \
 		atomic_signal_fence(memory_order_seq_cst);                                         \
 	} while (0)
 #endif
 
+/* Adds to a counter of ap_hot. On x86-64 one add to memory, which a signal handler on this
+ * thread cannot split (so a fast path may count without the guard), with the block's address
+ * looked up again as GUARD_SET does; elsewhere the caller holds the guard. */
+#if defined(__x86_64__)
+#define HOT_ADD(field, by)                                                                         \
+	__asm__ volatile("movq ap_hot@gottpoff(%%rip), %%rax\n\taddq %1, %%fs:%c0(%%rax)"            \
+	                 : : "i"(offsetof(struct ap_hot, field)), "ri"((uint64_t)(by))               \
+	                 : "rax", "memory", "cc")
+#else
+#define HOT_ADD(field, by) ap_hot_add(&ap_hot.field, (by))
+#endif
+
+/* An armed thread has a record (events.c), so the counters need no check of their own. */
+static inline void count_alloc_armed(size_t size)
+{
+	HOT_ADD(allocs, 1);
+	HOT_ADD(bytes, size);
+}
+
+/* The fast paths never capture a stack, so the stack cache never walks their frames (the
+ * interposed function tail-calls the general path): they can do without a frame pointer. */
+#define FAST_PATH __attribute__((noinline, optimize("omit-frame-pointer")))
+
 /* left: the countdown once this allocation is taken off. */
-static __attribute__((noinline)) void *malloc_fast(size_t size, uint64_t left)
+static FAST_PATH void *malloc_fast(size_t size, uint64_t left)
 {
 	GUARD_SET(1);
-	ap_sample_left = left;
+	ap_hot.sample_left = left;
 	void *p = real.malloc(size);
 	if (AP_LIKELY(p))
-		ap_count_alloc(size);
+		count_alloc_armed(size);
 	else
 		give_back(size);
 	GUARD_SET(0);
@@ -285,8 +308,8 @@ static __attribute__((noinline)) void *malloc_fast(size_t size, uint64_t left)
 /* Only the test here, and both ways a tail call: no frame to set up for either. */
 AP_EXPORT void *malloc(size_t size)
 {
-	uint64_t w = ap_sample_weight(size), left = ap_sample_left;
-	if (AP_LIKELY(w < left && !ap_guard))
+	uint64_t w = ap_sample_weight(size), left = ap_hot.sample_left;
+	if (AP_LIKELY(w < left && !ap_hot.guard))
 		return malloc_fast(size, left - w);
 	return malloc_slow(size);
 }
@@ -308,13 +331,13 @@ static __attribute__((noinline)) void *calloc_slow(size_t n, size_t size)
 	return p;
 }
 
-static __attribute__((noinline)) void *calloc_fast(size_t n, size_t size, uint64_t left)
+static FAST_PATH void *calloc_fast(size_t n, size_t size, uint64_t left)
 {
 	GUARD_SET(1);
-	ap_sample_left = left;
+	ap_hot.sample_left = left;
 	void *p = real.calloc(n, size);
 	if (AP_LIKELY(p))
-		ap_count_alloc(n * size);
+		count_alloc_armed(n * size);
 	else
 		give_back(n * size);
 	GUARD_SET(0);
@@ -324,8 +347,8 @@ static __attribute__((noinline)) void *calloc_fast(size_t n, size_t size, uint64
 AP_EXPORT void *calloc(size_t n, size_t size)
 {
 	/* n * size is what is recorded; an overflow fails in the real calloc. */
-	uint64_t w = ap_sample_weight(n * size), left = ap_sample_left;
-	if (AP_LIKELY(w < left && !ap_guard))
+	uint64_t w = ap_sample_weight(n * size), left = ap_hot.sample_left;
+	if (AP_LIKELY(w < left && !ap_hot.guard))
 		return calloc_fast(n, size, left - w);
 	return calloc_slow(n, size);
 }
@@ -346,20 +369,30 @@ static __attribute__((noinline)) void free_slow(void *p)
 	leave();
 }
 
+/* Counts an unsampled free without the guard where HOT_ADD allows it. */
+static inline void count_free_fast(void)
+{
+#if defined(__x86_64__)
+	HOT_ADD(frees, 1);
+#else
+	GUARD_SET(1);
+	HOT_ADD(frees, 1);
+	GUARD_SET(0);
+#endif
+}
+
 AP_EXPORT void free(void *p)
 {
 	if (!p)
 		return;
 	/* Bootstrap-pool blocks are pinned in the filter: they take the slow path. */
-	if (AP_UNLIKELY(!atomic_load_explicit(&ap_sample_fast_free, memory_order_relaxed) || ap_guard ||
-	                ap_sampled_maybe(p))) {
+	if (AP_UNLIKELY(!ap_hot.sample_left || ap_hot.guard || ap_sampled_maybe(p))) {
 		free_slow(p);
 		return;
 	}
-	GUARD_SET(1);
+	/* Counted first, so that the real free is a tail call: a free cannot fail. */
+	count_free_fast();
 	real.free(p);
-	ap_count_free(); /* after: then p need not be kept across a call */
-	GUARD_SET(0);
 }
 
 static void *do_realloc(int api, void *old, size_t n, size_t size)
@@ -475,10 +508,10 @@ AP_EXPORT int dlclose(void *h)
 	if (!ready() || !real.dlclose)
 		return -1;
 	int r = real.dlclose(h);
-	if (!ap_guard && atomic_load(&ap_state) != AP_STATE_OFF) {
-		ap_guard = 2;
+	if (!ap_hot.guard && atomic_load(&ap_state) != AP_STATE_OFF) {
+		ap_hot.guard = 2;
 		ap_modules_scan(false);
-		ap_guard = 0;
+		ap_hot.guard = 0;
 	}
 	return r;
 }
@@ -493,7 +526,7 @@ AP_EXPORT int pipe2(int fds[2], int flags)
 	if (!ready() || !real.pipe2)
 		return errno = ENOSYS, -1;
 	int r = real.pipe2(fds, flags);
-	if (r == 0 && ap_guard) {
+	if (r == 0 && ap_hot.guard) {
 		fds[0] = ap_sys_move_high(fds[0]);
 		fds[1] = ap_sys_move_high(fds[1]);
 	}
@@ -561,7 +594,7 @@ AP_EXPORT size_t xallocx(void *p, size_t size, size_t extra, int flags)
 		record_free(AP_API_REALLOC, p);
 		record_alloc(AP_API_REALLOC, p, size);
 		leave();
-	} else if (r >= size && ap_guard == 1) {
+	} else if (r >= size && ap_hot.guard == 1) {
 		ap_event_lost(false); /* enter() counted the free */
 	}
 	return r;

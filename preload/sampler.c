@@ -9,7 +9,7 @@
  * inverse of that probability (Horvitz-Thompson), which makes every estimate unbiased.
  * Zero-byte requests count as one byte so that they can be sampled at all.
  *
- * The countdown, ap_sample_left, is read and decremented inline by the hooks (sampler.h); this
+ * The countdown, ap_hot.sample_left, is read and decremented inline by the hooks (sampler.h); this
  * file is only reached when it runs out (a sample) or is not armed yet (0: a new thread).
  *
  * The set: open addressing with backward-shift deletion. Writers (a sampled allocation or free,
@@ -25,8 +25,6 @@
 #include <string.h>
 #include <sys/mman.h>
 
-AP_TLS uint64_t ap_sample_left;
-atomic_bool ap_sample_fast_free;
 static AP_TLS uint64_t tl_rng;
 static atomic_uint_fast64_t seed_sequence;
 
@@ -52,8 +50,10 @@ static uint64_t draw(void)
 
 /* The countdown ran out or is not armed; the hooks' inline test already failed (or was not
  * made). Same decision as the inline one: sampled iff the weight reaches the countdown. */
-bool ap_sample_slow(size_t size)
+void ap_sample_arm(void)
 {
+	if (!ap_cfg.sample_bytes || !ap_events_attached())
+		return;
 	if (AP_UNLIKELY(!tl_rng)) {
 		/* A thread's generator is seeded from the process seed and a per-process sequence,
 		 * so threads (and, through the seed, processes) sample differently, while a fixed
@@ -61,14 +61,22 @@ bool ap_sample_slow(size_t size)
 		uint64_t x = ap_cfg.seed + atomic_fetch_add(&seed_sequence, 1) * 0x9e3779b97f4a7c15ull;
 		tl_rng = splitmix64(&x) | 1;
 	}
-	if (AP_UNLIKELY(!ap_sample_left))
-		ap_sample_left = draw(); /* >= 1: armed */
+	ap_hot.sample_left = draw(); /* >= 1: armed */
+}
+
+bool ap_sample_slow(size_t size)
+{
+	if (AP_UNLIKELY(!ap_hot.sample_left)) {
+		ap_sample_arm();
+		if (!ap_hot.sample_left)
+			return false; /* no record: nothing of this thread could be written */
+	}
 	uint64_t w = ap_sample_weight(size);
-	if (w < ap_sample_left) {
-		ap_sample_left -= w;
+	if (w < ap_hot.sample_left) {
+		ap_hot.sample_left -= w;
 		return false;
 	}
-	ap_sample_left = draw();
+	ap_hot.sample_left = draw();
 	return true;
 }
 
@@ -236,8 +244,7 @@ void ap_sampler_forked_child(void)
 {
 	/* The child may not trace at all (ALLOCPROF_NO_CHILDREN, or tracing was off): its first
 	 * calls take the slow path, which finds out and arms the fast paths again if it does. */
-	ap_sample_left = 0;
-	atomic_store(&ap_sample_fast_free, false);
+	ap_hot.sample_left = 0;
 	atomic_flag_clear(&set_lock);
 	if (atomic_load(&seq) & 1)
 		atomic_fetch_add(&seq, 1);

@@ -2,9 +2,10 @@
  * sampler.h: sampled mode's hot path, inlined into hooks.c (see sampler.c for the method).
  *
  * Two things are read on every call, and nothing else of the sampler:
- *  - ap_sample_left, this thread's bytes to go before its next sample. 0 means "not armed"
- *    (full mode, a thread that has not allocated yet, tracing off): the call takes the slow path,
- *    which arms it. An allocation of weight w < left only subtracts w.
+ *  - ap_hot.sample_left (shim.h), this thread's bytes to go before its next sample. 0 means
+ *    "not armed" (full mode, a thread without a record yet, tracing off, a fork child): the
+ *    call takes the slow path, which arms it. An allocation of weight w < left only subtracts
+ *    w, and a free whose filter bucket is 0 (below) only counts.
  *  - ap_sampled_filter, a counting filter over the addresses of the live sampled blocks: one
  *    byte per hash bucket, the number of live sampled blocks (and bootstrap-pool blocks, see
  *    hooks.c) in it, saturating (255 stays). A free whose bucket is 0 was not sampled: that is
@@ -20,11 +21,6 @@
 
 #define AP_FILTER_BITS 16
 
-extern AP_TLS uint64_t ap_sample_left AP_HIDDEN;
-/* Frees may take the fast path: sampled mode, initialised, and tracing not off (as far as the
- * last slow-path call could tell: a fast call after tracing stopped only counts, for nobody).
- * Set by the first free recorded, cleared when a hook finds tracing off, and in a fork child. */
-extern atomic_bool ap_sample_fast_free AP_HIDDEN;
 extern _Atomic uint8_t ap_sampled_filter[1u << AP_FILTER_BITS] AP_HIDDEN;
 
 /* What an allocation counts for the countdown: zero-byte requests count as one byte, so that
@@ -44,6 +40,10 @@ static inline bool ap_sampled_maybe(const void *p)
 {
 	return atomic_load_explicit(&ap_sampled_filter[ap_filter_slot(p)], memory_order_relaxed) != 0;
 }
+
+/* Arms this thread's countdown if sampled mode is on and the thread has a record (the fast
+ * paths count into it); else leaves it 0. */
+void ap_sample_arm(void) AP_HIDDEN;
 
 /* Marks p's bucket for good (a bootstrap-pool block: its free must take the slow path). */
 void ap_sampled_pin(const void *p) AP_HIDDEN;

@@ -111,12 +111,9 @@ static inline uint64_t ap_stamp(void)
 
 /* ---- sampler.c: which allocations are recorded in sampled mode --------------------------------- */
 
+/* Should an allocation of size bytes be recorded (sampled mode; the hooks' inline countdown
+ * test failed)? Arms the countdown first if it is not. */
 bool ap_sample_slow(size_t size) AP_HIDDEN;
-/* Should an allocation of size bytes be recorded? Always in full mode. */
-static inline bool ap_sample(size_t size)
-{
-	return AP_LIKELY(!ap_cfg.sample_bytes) || ap_sample_slow(size);
-}
 /* The live blocks that were sampled (sampled mode only). */
 bool ap_sampled_add(const void *p) AP_HIDDEN;
 bool ap_sampled_contains(const void *p) AP_HIDDEN;
@@ -161,9 +158,14 @@ void ap_event_free(int api, const void *p) AP_HIDDEN;
 void ap_event_unfree(const void *p) AP_HIDDEN;
 /* Counts an event that could not be recorded (re-entered from a signal handler). */
 void ap_event_lost(bool is_free) AP_HIDDEN;
-/* Counts every call, recorded or not, for the TOTALS record. */
+/* Counts every call, recorded or not, for the TOTALS record (in ap_hot; gives the thread a
+ * record first if it has none). */
 void ap_count_alloc(size_t size) AP_HIDDEN;
 void ap_count_free(void) AP_HIDDEN;
+/* Whether this thread has a record, so that what it counts in ap_hot is summed. */
+bool ap_events_attached(void) AP_HIDDEN;
+/* This process's calls so far, all threads: allocations, bytes, frees (the TOTALS record). */
+void ap_events_totals(uint64_t out[3]) AP_HIDDEN;
 
 /* Appends a complete record (kind + payload) to the meta stream: STACK, MODULE, UNLOAD,
  * THREAD records, which the writer puts before the events of the same round. */
@@ -201,7 +203,25 @@ void ap_early_init(void) AP_HIDDEN;
 /* Global state: OFF until the constructor has opened the file; events before it are buffered. */
 enum { AP_STATE_BOOT = 0, AP_STATE_ON = 1, AP_STATE_OFF = 2, AP_STATE_FINAL = 3 };
 extern atomic_int ap_state AP_HIDDEN;
-/* >0 while this thread runs shim code: nested allocator calls pass straight through. */
-extern AP_TLS int ap_guard AP_HIDDEN;
+/* What every hook touches, in one initial-exec TLS block: a hook reaches all of it from one GOT
+ * load of the block's offset. */
+struct ap_hot {
+	/* >0 while this thread runs shim code: nested allocator calls pass straight through
+	 * (hooks.c's GUARD_SET relies on it being the first member). */
+	int guard;
+	/* Sampled mode: bytes to go before this thread's next sample; 0 = not armed (sampler.h). */
+	uint64_t sample_left;
+	/* Every call of this thread, recorded or not, since it attached (the TOTALS record). The
+	 * owner adds with ap_hot_add under the guard; the writer reads them (events.c). */
+	uint64_t allocs, bytes, frees;
+};
+extern AP_TLS struct ap_hot ap_hot AP_HIDDEN;
+
+/* A plain load and store, not a locked add: only the owner writes, and the guard keeps its own
+ * signal handlers off; relaxed so that the writer's concurrent read is not a data race. */
+static inline void ap_hot_add(uint64_t *c, uint64_t by)
+{
+	__atomic_store_n(c, *c + by, __ATOMIC_RELAXED);
+}
 
 #endif

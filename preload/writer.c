@@ -302,17 +302,12 @@ static void write_list(struct ap_buf *b, bool meta)
 
 static void put_totals(uint64_t stamp)
 {
-	uint64_t allocs = 0, bytes = 0, frees = 0;
-	for (struct ap_thread *t = ap_threads_first(); t; t = t->next) {
-		allocs += atomic_load_explicit(&t->n_allocs, memory_order_relaxed);
-		bytes += atomic_load_explicit(&t->n_bytes, memory_order_relaxed);
-		frees += atomic_load_explicit(&t->n_frees, memory_order_relaxed);
-	}
+	uint64_t c[3];
+	ap_events_totals(c);
 	uint8_t buf[4 * AP_VARINT_MAX], *p = buf;
 	p = ap_put_varint(p, stamp);
-	p = ap_put_varint(p, allocs);
-	p = ap_put_varint(p, bytes);
-	p = ap_put_varint(p, frees);
+	for (int i = 0; i < 3; i++)
+		p = ap_put_varint(p, c[i]);
 	put_record(AP_REC_TOTALS, buf, (size_t)(p - buf));
 }
 
@@ -420,7 +415,7 @@ void ap_writer_sync(void)
 static void *writer_main(void *arg)
 {
 	(void)arg;
-	ap_guard = 2; /* anything this thread allocates is the shim's own */
+	ap_hot.guard = 2; /* anything this thread allocates is the shim's own */
 	while (!atomic_load(&writer_stop)) {
 		unsigned seen = atomic_load(&wake_word);
 		ap_modules_scan(false);
