@@ -290,7 +290,6 @@ void ap_events_forked_child(void)
 	 * hand the parent's events to the child's writer when this thread exits. */
 	atomic_store(&all_threads, NULL);
 	tl_thread = NULL;
-	ap_hot.allocs = ap_hot.bytes = ap_hot.frees = 0;
 	atomic_store(&n_attached, 0);
 	atomic_store(&ap_multi_since, UINT64_MAX);
 	pthread_setspecific(thread_key, NULL);
