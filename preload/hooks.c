@@ -193,15 +193,8 @@ static __attribute__((noinline)) void record_alloc_event(int api, void *p, size_
 static inline void record_alloc(int api, void *p, size_t size)
 {
 	ap_count_alloc(size);
-	if (ap_cfg.sample_bytes) {
-		uint64_t w = ap_sample_weight(size), left = ap_hot.sample_left;
-		if (AP_LIKELY(w < left)) {
-			ap_hot.sample_left = left - w;
-			return;
-		}
-		if (!ap_sample_slow(size))
-			return;
-	}
+	if (ap_cfg.sample_bytes && !ap_sample_slow(size))
+		return;
 	record_alloc_event(api, p, size);
 }
 
@@ -210,7 +203,7 @@ static inline __attribute__((always_inline)) bool record_free(int api, void *p)
 {
 	if (ap_cfg.sample_bytes) {
 		/* A thread that only frees (a consumer) would otherwise never arm its fast paths. */
-		if (AP_UNLIKELY(!ap_hot.sample_left))
+		if (AP_UNLIKELY(!ap_sample_armed()))
 			ap_sample_arm();
 		if (!(ap_sampled_maybe(p) && ap_sampled_contains(p) && ap_sampled_remove(p)))
 			return false;
@@ -224,13 +217,11 @@ static inline __attribute__((always_inline)) bool record_free(int api, void *p)
 #define AP_EXPORT __attribute__((visibility("default")))
 
 /*
- * Sampled mode's fast paths: an allocation that is not sampled (its weight is below the
- * thread's countdown, which is 0 when not armed) and a free of a block that was not (its filter
- * bucket is 0) are only counted. They set the guard like any hook (a signal handler that
- * allocates meanwhile is counted as lost, and does not race with the counters), but do nothing
- * else; everything else takes the general path, a call away. ap_hot.sample_left is non-zero
- * only in sampled mode, once this thread has a record (its counters are summed) and the last
- * general-path call found tracing on.
+ * Sampled mode's fast paths (below): an allocation that is not sampled (its weight is below the
+ * thread's countdown) and a free of a block that was not (its filter bucket is 0) are only
+ * counted; everything else takes the general path, a tail call away. ap_hot.sample_left is
+ * non-zero only in sampled mode, once this thread has a record (its counters are summed) and the
+ * last general-path call found tracing on.
  */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
@@ -245,72 +236,85 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
 	return p;
 }
 
-/* The fast paths take the countdown before the real call; a failed one gives it back. */
-static __attribute__((noinline, cold)) void give_back(size_t size)
-{
-	ap_hot.sample_left += ap_sample_weight(size);
-}
-
-/* Sets the guard, with a compiler barrier, as enter() and leave() do. On x86-64 the block's
- * address is looked up again each time instead of being kept in a callee-saved register across
- * the calls of a fast path (which would cost a push and a pop more). */
+/*
+ * On x86-64 the fast paths set no guard: everything they change is changed by one instruction
+ * that a signal handler on this thread cannot split (the handler runs before or after it, and
+ * takes its own path through the same words). The countdown is taken by one subq and the sign
+ * of the result decides (jle: the allocation reaches the countdown, so it is sampled, or the
+ * countdown was not armed); the take is then given back and the general path decides afresh
+ * under the guard. The counters are one addq each. A shim-internal call (guard set) never takes
+ * a fast path, so the shim's own allocations are never counted as the program's. Elsewhere the
+ * exported functions take the general path, which is exact, only slower.
+ */
 #if defined(__x86_64__)
-_Static_assert(offsetof(struct ap_hot, guard) == 0, "GUARD_SET writes at the block's start");
-#define GUARD_SET(v)                                                                               \
-	__asm__ volatile("movq ap_hot@gottpoff(%%rip), %%rax\n\tmovl %0, %%fs:(%%rax)"               \
-	                 : : "i"(v) : "rax", "memory")
-#else
-#define GUARD_SET(v)                                                                               \
-	do {                                                                                       \
-		atomic_signal_fence(memory_order_seq_cst);                                         \
-		ap_hot.guard = (v);                                                                \
-		atomic_signal_fence(memory_order_seq_cst);                                         \
-	} while (0)
-#endif
+#define AP_FAST_PATHS 1
 
-/* Adds to a counter of ap_hot. On x86-64 one add to memory, which a signal handler on this
- * thread cannot split (so a fast path may count without the guard), with the block's address
- * looked up again as GUARD_SET does; elsewhere the caller holds the guard. */
-#if defined(__x86_64__)
+/* Adds to a counter (or the countdown) of ap_hot; the block's address is looked up again each
+ * time rather than kept in a callee-saved register across the real call (a push and a pop). */
 #define HOT_ADD(field, by)                                                                         \
 	__asm__ volatile("movq ap_hot@gottpoff(%%rip), %%rax\n\taddq %1, %%fs:%c0(%%rax)"            \
-	                 : : "i"(offsetof(struct ap_hot, field)), "ri"((uint64_t)(by))               \
+	                 : : "i"(offsetof(struct ap_hot, field)), "er"((uint64_t)(by))                \
 	                 : "rax", "memory", "cc")
-#else
-#define HOT_ADD(field, by) ap_hot_add(&ap_hot.field, (by))
-#endif
 
-/* An armed thread has a record (events.c), so the counters need no check of their own. */
-static inline void count_alloc_armed(size_t size)
+/* Takes w off the countdown; false (and w given back) when the allocation is to be sampled or
+ * the countdown is not armed. Armed, the countdown is in [1, 2^62]: positive as a signed word. */
+static inline __attribute__((always_inline)) bool countdown_take(uint64_t w)
 {
-	HOT_ADD(allocs, 1);
-	HOT_ADD(bytes, size);
+	__asm__ goto("movq ap_hot@gottpoff(%%rip), %%rax\n\t"
+	             "subq %0, %%fs:%c1(%%rax)\n\t"
+	             "jle %l[crossed]"
+	             : : "r"(w), "i"(offsetof(struct ap_hot, sample_left)) : "rax", "memory", "cc"
+	             : crossed);
+	return true;
+crossed:
+	HOT_ADD(sample_left, w);
+	return false;
 }
 
 /* The fast paths never capture a stack, so the stack cache never walks their frames (the
  * interposed function tail-calls the general path): they can do without a frame pointer. */
 #define FAST_PATH __attribute__((noinline, optimize("omit-frame-pointer")))
 
-/* left: the countdown once this allocation is taken off. */
-static FAST_PATH void *malloc_fast(size_t size, uint64_t left)
+/* A failed allocation gives back what it took and counts for nothing. */
+static __attribute__((noinline, cold)) void give_back(uint64_t w)
 {
-	GUARD_SET(1);
-	ap_hot.sample_left = left;
+	HOT_ADD(sample_left, w);
+}
+
+static FAST_PATH void *malloc_fast(size_t size)
+{
 	void *p = real.malloc(size);
-	if (AP_LIKELY(p))
-		count_alloc_armed(size);
-	else
-		give_back(size);
-	GUARD_SET(0);
+	if (AP_UNLIKELY(!p)) {
+		give_back(ap_sample_weight(size));
+		return p;
+	}
+	HOT_ADD(allocs, 1);
+	HOT_ADD(bytes, size);
 	return p;
 }
 
-/* Only the test here, and both ways a tail call: no frame to set up for either. */
+static FAST_PATH void *calloc_fast(size_t n, size_t size)
+{
+	void *p = real.calloc(n, size);
+	if (AP_UNLIKELY(!p)) {
+		give_back(ap_sample_weight(n * size));
+		return p;
+	}
+	HOT_ADD(allocs, 1);
+	HOT_ADD(bytes, n * size);
+	return p;
+}
+#else
+#define AP_FAST_PATHS 0
+#endif
+
+/* Only the tests here, and both ways a tail call: no frame to set up for either. */
 AP_EXPORT void *malloc(size_t size)
 {
-	uint64_t w = ap_sample_weight(size), left = ap_hot.sample_left;
-	if (AP_LIKELY(w < left && !ap_hot.guard))
-		return malloc_fast(size, left - w);
+#if AP_FAST_PATHS
+	if (AP_LIKELY(!ap_hot.guard && countdown_take(ap_sample_weight(size))))
+		return malloc_fast(size);
+#endif
 	return malloc_slow(size);
 }
 
@@ -331,25 +335,13 @@ static __attribute__((noinline)) void *calloc_slow(size_t n, size_t size)
 	return p;
 }
 
-static FAST_PATH void *calloc_fast(size_t n, size_t size, uint64_t left)
-{
-	GUARD_SET(1);
-	ap_hot.sample_left = left;
-	void *p = real.calloc(n, size);
-	if (AP_LIKELY(p))
-		count_alloc_armed(n * size);
-	else
-		give_back(n * size);
-	GUARD_SET(0);
-	return p;
-}
-
 AP_EXPORT void *calloc(size_t n, size_t size)
 {
-	/* n * size is what is recorded; an overflow fails in the real calloc. */
-	uint64_t w = ap_sample_weight(n * size), left = ap_hot.sample_left;
-	if (AP_LIKELY(w < left && !ap_hot.guard))
-		return calloc_fast(n, size, left - w);
+#if AP_FAST_PATHS
+	/* n * size is what is recorded; an overflow fails in the real calloc, which gives back. */
+	if (AP_LIKELY(!ap_hot.guard && countdown_take(ap_sample_weight(n * size))))
+		return calloc_fast(n, size);
+#endif
 	return calloc_slow(n, size);
 }
 
@@ -369,30 +361,21 @@ static __attribute__((noinline)) void free_slow(void *p)
 	leave();
 }
 
-/* Counts an unsampled free without the guard where HOT_ADD allows it. */
-static inline void count_free_fast(void)
-{
-#if defined(__x86_64__)
-	HOT_ADD(frees, 1);
-#else
-	GUARD_SET(1);
-	HOT_ADD(frees, 1);
-	GUARD_SET(0);
-#endif
-}
-
 AP_EXPORT void free(void *p)
 {
 	if (!p)
 		return;
-	/* Bootstrap-pool blocks are pinned in the filter: they take the slow path. */
-	if (AP_UNLIKELY(!ap_hot.sample_left || ap_hot.guard || ap_sampled_maybe(p))) {
-		free_slow(p);
+#if AP_FAST_PATHS
+	/* An armed countdown means sampled mode with a record to count into; a block whose filter
+	 * bucket is 0 was not sampled (bootstrap-pool blocks are pinned, so they go the general
+	 * way). Counted first, so that the real free is a tail call: a free cannot fail. */
+	if (AP_LIKELY(ap_sample_armed() && !ap_hot.guard && !ap_sampled_maybe(p))) {
+		HOT_ADD(frees, 1);
+		real.free(p);
 		return;
 	}
-	/* Counted first, so that the real free is a tail call: a free cannot fail. */
-	count_free_fast();
-	real.free(p);
+#endif
+	free_slow(p);
 }
 
 static void *do_realloc(int api, void *old, size_t n, size_t size)

@@ -66,9 +66,9 @@ void ap_sample_arm(void)
 
 bool ap_sample_slow(size_t size)
 {
-	if (AP_UNLIKELY(!ap_hot.sample_left)) {
+	if (AP_UNLIKELY(!ap_sample_armed())) {
 		ap_sample_arm();
-		if (!ap_hot.sample_left)
+		if (!ap_sample_armed())
 			return false; /* no record: nothing of this thread could be written */
 	}
 	uint64_t w = ap_sample_weight(size);

@@ -41,6 +41,15 @@ static inline bool ap_sampled_maybe(const void *p)
 	return atomic_load_explicit(&ap_sampled_filter[ap_filter_slot(p)], memory_order_relaxed) != 0;
 }
 
+/* Whether this thread's countdown is armed. Positive, not just non-zero: a malloc on this thread
+ * takes its weight off before it knows the result, and gives it back when that crosses zero, so
+ * a signal handler that interrupts it in between sees a countdown at or below zero, which it
+ * must treat as not armed (in full mode the countdown is 0 and this is that very case). */
+static inline bool ap_sample_armed(void)
+{
+	return (int64_t)ap_hot.sample_left > 0;
+}
+
 /* Arms this thread's countdown if sampled mode is on and the thread has a record (the fast
  * paths count into it); else leaves it 0. */
 void ap_sample_arm(void) AP_HIDDEN;

@@ -9,6 +9,8 @@
     own count (the real allocator here is bump.so, which is async-signal-safe, unlike glibc's).
   * Recursion 200 deep with ALLOCPROF_DEPTH=16: recorded truncated, shown with "[truncated]".
 """
+import math
+
 import lifetest
 from lifetest import aptest, kv
 
@@ -48,6 +50,28 @@ t.check(freed_recorded + lost_f >= H, 'signals: handler frees recorded (%d) + lo
         % (freed_recorded, lost_f, H))
 t.check_eq('signals: the trace accounts for every call (totals + lost)',
            i.get('totals', {}).get('alloc_calls', 0) + lost_a >= N + H, True)
+
+# The same in sampled mode, where the handler interrupts the fast paths' countdown take and
+# give-back too. Every call still counts once (in the totals, or as lost), and the countdown must
+# stay sound: were it ever to wrap to a huge value, sampling would stop for the rest of the run
+# and main_alloc's estimate would fall far outside 5 sigma of the truth (sigma as derived in
+# tests/sampling/test_sampling.py: Var = N / (exp(s/R) - 1) for N allocations of s bytes).
+R, S = 4096, 24
+traces, p = lifetest.record(t, 'signals-sampled', [life, 'signals', str(N)],
+                            env_extra={'LD_PRELOAD': t.prog('bump'), 'ALLOCPROF_SAMPLE_BYTES': str(R),
+                                       'ALLOCPROF_SEED': '5'}, timeout=60)
+out = kv(p.stdout)
+t.check_eq('signals sampled: main loop count', out.get('main_count'), N)
+H = out.get('handler_count', 0)
+t.check(H > 1000, 'signals sampled: the handler ran often enough to matter (%d times)' % H)
+i = lifetest.info(t, traces[0])
+t.check(i.get('totals', {}).get('alloc_calls', 0) + i.get('lost_allocs', 0) >= N + H,
+        'signals sampled: totals %r + lost %r cover the %d + %d calls' % (i.get('totals'), i.get('lost_allocs'), N, H))
+rows = {r['function']: r['flat'] for r in t.top_json(traces[0])['rows']}
+est = rows.get('main_alloc', {}).get('alloc_objects', 0)
+sigma = math.sqrt(N / math.expm1(S / R))
+t.check(abs(est - N) <= 5 * sigma + 1, 'signals sampled: main_alloc estimate %s vs %d (5 sigma = %.0f)'
+        % (est, N, 5 * sigma))
 
 traces, p = lifetest.record(t, 'deep', [life, 'deep', '200'], env_extra={'ALLOCPROF_DEPTH': '16'})
 data = t.top_json(traces[0])
