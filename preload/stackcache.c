@@ -12,6 +12,10 @@
  * chain of callers is the same chain: each matching ret_{k-1} pins the function, hence the size
  * that locates slot_k, whose content is a real return address, not stale memory.
  *
+ * A stack cut at the depth kept is cached too: the function that holds the last return address kept
+ * had a caller when the stack was first captured, so it is not the outermost frame and has one
+ * now, and the cut mark still holds.
+ *
  * The sizes come from libunwind's cursor API (the CFA of each frame), which costs ~700 ns a frame
  * here, so it runs once for a stack that recurs (its second miss), and its results are shared by
  * all threads in a map from call site to frame size. A call site whose frame size varies (alloca,
@@ -285,7 +289,7 @@ static void learn_frame_sizes(void)
 void ap_stackcache_insert(const struct ap_stack_key *key, struct ap_stack *s)
 {
 	struct sc_cache *c = cache_self();
-	if (!c || c->pause || s->nframes > SC_MAXF || (s->flags & AP_STACK_TRUNCATED) ||
+	if (!c || c->pause || s->nframes > SC_MAXF ||
 	    key->slot0 < c->stack_lo || key->slot0 >= c->stack_hi || s->frames[0] != key->ret0)
 		return;
 	uint32_t off[SC_MAXF];
