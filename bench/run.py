@@ -460,9 +460,11 @@ def summarize(results, configs, events, partial=()):
             w = [r["wall"] for r in ok]
             u = [r["cpu"] for r in ok]
             row.update(wall=med[c][0], cpu=med[c][1], wall_lo=min(w), wall_hi=max(w), cpu_lo=min(u), cpu_hi=max(u))
-            if base and c != "baseline":
-                row["slow_wall"] = med[c][0] / base[0] if base[0] > 0 else None
-                row["slow_cpu"] = med[c][1] / base[1] if base[1] > 0 else None
+            # jemalloc's profiler is rated against plain jemalloc, the allocator it runs in.
+            own = med.get("jemalloc") if c == "jemalloc-prof" else base
+            if own and c != "baseline":
+                row["slow_wall"] = med[c][0] / own[0] if own[0] > 0 else None
+                row["slow_cpu"] = med[c][1] / own[1] if own[1] > 0 else None
                 if ht and "heaptrack" not in partial and c != "heaptrack" and c.startswith("allocprof"):
                     dw, dc = ht[0] - base[0], ht[1] - base[1]
                     row["add_wall"] = (med[c][0] - base[0]) / dw if dw > 0 else None
@@ -478,6 +480,19 @@ def summarize(results, configs, events, partial=()):
 
 COLUMNS = ["workload", "config", "ok", "wall med s", "wall min-max", "CPU med s", "CPU min-max",
            "slowdown wall", "slowdown CPU", "added vs ht wall", "added vs ht CPU", "trace size", "trace B/event"]
+
+
+def sampling_line(workload, by):
+    """allocprof-sampled's added time next to jemalloc's own sampling profiler's, each against
+    its own baseline (issue 4's comparison); None if neither ran."""
+    def pct(r):
+        if not r or r["slow_wall"] is None:
+            return None
+        return "%+.1f%% wall, %+.1f%% CPU" % (100 * (r["slow_wall"] - 1), 100 * (r["slow_cpu"] - 1))
+    s, j = pct(by.get("allocprof-sampled")), pct(by.get("jemalloc-prof"))
+    if not s and not j:
+        return None
+    return "%s: allocprof-sampled %s; jemalloc-prof %s" % (workload, s or "-", j or "-")
 
 
 def row_cells(workload, r):
@@ -618,6 +633,7 @@ def main():
     all_tables = []
     raw = dict(header=header, workloads={})
     notes = []
+    sampling = []
     cmd_lines = []
     exit_status = 0
     try:
@@ -714,6 +730,9 @@ def main():
                     notes.append("%s/%s: %d helper process(es) outlived their parent and were reaped by the "
                                  "harness (their CPU is included)" % (wname, r["config"], r["orphans"]))
             by = {r["config"]: r for r in rows}
+            line = sampling_line(wname, by)
+            if line:
+                sampling.append(line)
             s, u = by.get("allocprof-sampled"), by.get("allocprof")
             if s and u and s["bpe"] and u["bpe"] and s["bpe"] > 0.5 * u["bpe"]:
                 notes.append("%s/allocprof-sampled: trace is %.0f%% of the unsampled one: ALLOCPROF_SAMPLE_BYTES "
@@ -750,6 +769,10 @@ def main():
     print()
     for line in ev_lines:
         print("  " + line)
+    if sampling:
+        print("sampling at 512 KiB, time added (allocprof-sampled over baseline; jemalloc-prof over jemalloc):")
+        for line in sampling:
+            print("  " + line)
     if notes:
         print("notes:")
         for n in notes:
@@ -767,6 +790,11 @@ def main():
             f.write("Workloads:\n\n")
             for line in ev_lines:
                 f.write("- %s\n" % line)
+            if sampling:
+                f.write("\nSampling at 512 KiB, time added (allocprof-sampled over baseline; jemalloc-prof "
+                        "over jemalloc):\n\n")
+                for line in sampling:
+                    f.write("- %s\n" % line)
             if notes:
                 f.write("\nNotes:\n\n")
                 for n in notes:
