@@ -503,11 +503,12 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 			.clock = pipe_clock,
 		};
 		err = ap_read_trace(path, &ops, &p->rr);
-		pthread_mutex_lock(&q->mu);
-		q->done = true;
-		pthread_mutex_unlock(&q->mu);
+		/* The last batch is handed over before done is set: the replay thread stops once it
+		 * sees done with nothing left, and one that starts late (a loaded machine) could see
+		 * both before a late hand-over and drop the batch, which in a small trace is all of it. */
 		pipe_flush(q);
 		pthread_mutex_lock(&q->mu);
+		q->done = true;
 		pthread_cond_signal(&q->filled_cv);
 		pthread_mutex_unlock(&q->mu);
 		pthread_join(q->thread, NULL);
