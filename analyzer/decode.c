@@ -343,61 +343,43 @@ static int check_stack(struct reader *r, const ap_event *ev)
 	return 0;
 }
 
-/* Versions 2 and 3: sections of fields (see trace.h). Each section is a cursor of its own; all
- * must end exactly where the next begins. Version 2: one thread's events; version 3: any
- * threads', named by the threads section, with FREE_BACK numbers relative to the previous one. */
-static int rec_chunk_cols(struct reader *r, struct cur *c)
+/* Version 2: sections of fields (see trace.h). Each section is a cursor of its own; all must end
+ * exactly where the next begins. */
+static int rec_chunk_v2(struct reader *r, struct cur *c)
 {
-	bool v3 = r->version >= 3;
-	int nsec = v3 ? 6 : 5;
 	ap_event ev = {0};
-	if (!v3) {
-		ev.tid = cu32(c);
-		cu(c); /* chunk_seq: order within a thread comes from the stamps */
-	}
+	ev.tid = cu32(c);
+	cu(c); /* chunk_seq: order within a thread comes from the stamps */
 	uint64_t stamp = cu(c), addr = 0;
-	uint64_t n = cu(c), len[6] = {0};
-	for (int i = 0; i < nsec; i++)
+	uint64_t n = cu(c), len[5];
+	for (int i = 0; i < 5; i++)
 		len[i] = cu(c);
 	if (c->bad)
 		return fail(r, AP_E_CORRUPT, "corrupt trace: malformed chunk header");
 	uint64_t left = (uint64_t)(c->end - c->p), sum = n;
-	for (int i = 0; i < nsec; i++) {
+	for (int i = 0; i < 5; i++) {
 		if (len[i] > left)
 			sum = UINT64_MAX;
 		else if (sum != UINT64_MAX)
 			sum += len[i];
 	}
-	if (n > left || sum != left)
-		return fail(r, AP_E_CORRUPT, "corrupt trace: the sections of a chunk do not add up to its length");
+	if (sum != left)
+		return fail(r, AP_E_CORRUPT, "corrupt trace: the sections of a chunk of thread %u do not "
+		            "add up to its length", ev.tid);
 	const uint8_t *tags = c->p;
-	struct cur sec[6];
+	struct cur sec[5];
 	const uint8_t *p = tags + n;
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < 5; i++) {
 		sec[i] = (struct cur){.p = p, .end = p + len[i]};
 		p += len[i];
 	}
-	struct cur *st = &sec[0], *ad = &sec[1], *bk = &sec[2], *in = &sec[3], *ot = &sec[4], *th = &sec[5];
-	uint64_t run_left = 0; /* v3: events left in the current thread's run */
-	int64_t last_back = -1;
+	struct cur *st = &sec[0], *ad = &sec[1], *bk = &sec[2], *in = &sec[3], *ot = &sec[4];
 	r->locals.n = 0;
 	for (uint64_t i = 0; i < n; i++) {
 		uint8_t tag = tags[i];
-		if (v3) {
-			if (!run_left) {
-				ev.tid = cu32(th);
-				run_left = cu(th);
-				if (th->bad || run_left == 0)
-					return fail(r, AP_E_CORRUPT, "corrupt trace: malformed threads section in a chunk");
-			}
-			run_left--;
-		}
 		ev.kind = tag & AP_TAG_KIND_MASK;
 		ev.api = tag >> 4;
-		uint64_t d = (tag & AP_TAG_STEP1) ? 1 : cu(st);
-		if (d > UINT64_MAX - stamp)
-			return fail(r, AP_E_CORRUPT, "corrupt trace: a stamp overflows in a chunk of thread %u", ev.tid);
-		stamp += d;
+		stamp += (tag & AP_TAG_STEP1) ? 1 : cu(st);
 		ev.stamp = stamp;
 		ev.size = 0;
 		ev.stack = 0;
@@ -423,25 +405,14 @@ static int rec_chunk_cols(struct reader *r, struct cur *c)
 			ev.addr = addr;
 			break;
 		case AP_EV_FREE_BACK: {
-			uint64_t v = cu(bk), j;
+			uint64_t k = cu(bk);
 			if (bk->bad)
 				break;
-			if (v3) {
-				/* Checked in unsigned arithmetic: any sum that leaves the chunk's locals is
-				 * corrupt, and none may wrap into range. */
-				int64_t dj = ap_unzigzag(v);
-				uint64_t next = (uint64_t)(last_back + 1);
-				j = dj < 0 ? ((uint64_t)-(dj + 1) + 1 > next ? UINT64_MAX : next - ((uint64_t)-(dj + 1) + 1))
-				           : ((uint64_t)dj >= r->locals.n ? UINT64_MAX : next + (uint64_t)dj);
-			} else {
-				j = v == 0 || v > r->locals.n ? UINT64_MAX : r->locals.n - v;
-			}
-			if (j >= r->locals.n || !r->locals.v[j])
+			if (k == 0 || k > r->locals.n || !r->locals.v[r->locals.n - k])
 				return fail(r, AP_E_CORRUPT, "corrupt trace: a free in a chunk of thread %u refers "
 				            "to an allocation the chunk does not hold", ev.tid);
-			last_back = (int64_t)j;
-			ev.addr = r->locals.v[j];
-			r->locals.v[j] = 0;
+			ev.addr = r->locals.v[r->locals.n - k];
+			r->locals.v[r->locals.n - k] = 0;
 			ev.kind = AP_EV_FREE;
 			break;
 		}
@@ -458,9 +429,7 @@ static int rec_chunk_cols(struct reader *r, struct cur *c)
 		hold(r, &ev);
 		ev.lost_allocs = ev.lost_frees = 0;
 	}
-	if (run_left)
-		return fail(r, AP_E_CORRUPT, "corrupt trace: the threads section of a chunk counts more events than it holds");
-	for (int i = 0; i < nsec; i++)
+	for (int i = 0; i < 5; i++)
 		if (sec[i].p != sec[i].end)
 			return fail(r, AP_E_CORRUPT, "corrupt trace: a chunk of thread %u has bytes left over in "
 			            "a section", ev.tid);
@@ -471,7 +440,7 @@ static int rec_chunk_cols(struct reader *r, struct cur *c)
 static int rec_chunk(struct reader *r, struct cur *c)
 {
 	if (r->version >= 2)
-		return rec_chunk_cols(r, c);
+		return rec_chunk_v2(r, c);
 	ap_event ev = {0};
 	ev.tid = cu32(c);
 	cu(c); /* chunk_seq: order within a thread comes from the stamps */

@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
 """Microbenchmarks of the hot paths, so a regression shows up where it happens:
 ns per malloc+free pair untraced, traced with the stack cache hitting, missing (1024 distinct
-chains), and disabled (unwinding every time), sampled at 512 KiB; the trace codec alone, each side
-on its own line (ns per event encoded by the writer's chunk encoder, with 1 and 4 threads a round,
-and ns per event decoded by the reader, zstd included); and the analyzer's ns per event.
+chains), and disabled (unwinding every time), sampled at 512 KiB; and the analyzer's ns per event.
 Each figure is the median of --runs runs. Usage: python3 bench/micro.py [--build-dir build] [--runs 5]
 
 --instructions counts instructions per pair instead (untraced, and sampled at 512 KiB, whose
@@ -106,16 +104,6 @@ def main():
         for name, _, _ in cases:
             v = results[name]
             print(f"  {name:42s} {statistics.median(v):8.1f} ns/pair   (min {min(v):.1f}, max {max(v):.1f})")
-        # The codec alone, each side on its own line (bench/codec.c).
-        codec = os.path.join(a.build_dir, "bench", "codec")
-
-        def codec_ns(args):
-            out = subprocess.run([codec] + args, capture_output=True, text=True, timeout=300).stdout
-            return float(re.search(r"ns_per_event: ([0-9.]+)", out).group(1))
-        for threads in (1, 4):
-            v = [codec_ns(["encode", str(threads), str(2 * a.pairs)]) for _ in range(a.runs)]
-            print(f"  {'encoder (chunkenc), ' + str(threads) + ' thread(s) a round':42s} {statistics.median(v):8.1f} ns/event"
-                  f"  (min {min(v):.1f}, max {max(v):.1f})")
         # The analyzer: ns per event decoded and replayed by `top`.
         trace = os.path.join(tmp, "decode.trace")
         subprocess.run([allocprof, "record", "-q", "-o", trace, "--", micro, "same", str(a.depth),
@@ -126,9 +114,6 @@ def main():
             subprocess.run([allocprof, "top", "-n", "1", trace], capture_output=True, timeout=300)
             times.append(time.monotonic() - t0)
         events = 2 * (a.pairs + 1000)
-        v = [codec_ns(["decode", trace]) for _ in range(a.runs)]
-        print(f"  {'decoder (reader, zstd included)':42s} {statistics.median(v):8.1f} ns/event"
-              f"  (min {min(v):.1f}, max {max(v):.1f})")
         print(f"  {'analyzer top, per event':42s} {statistics.median(times) / events * 1e9:8.1f} ns/event  "
               f"({events} events, {os.path.getsize(trace) / events:.2f} bytes/event on disk)")
 

@@ -239,51 +239,28 @@ static void write_header(void)
 	put_record(AP_REC_HEADER, buf, (size_t)(p - buf));
 }
 
-static void put_chunk(const struct ap_chunk_out *out)
+static void write_chunk(const struct ap_buf *b)
 {
+	struct ap_chunk_out out;
+	ap_chunk_encode(b, atomic_load(&ap_multi_since), &out);
 	uint8_t head[1 + AP_VARINT_MAX], *p = head;
 	*p++ = AP_REC_CHUNK;
-	p = ap_put_varint(p, out->total);
+	p = ap_put_varint(p, out.total);
 	compress(head, (size_t)(p - head), ZSTD_e_continue);
-	for (size_t i = 0; i < out->npieces; i++)
-		if (out->len[i])
-			compress(out->piece[i], out->len[i], ZSTD_e_continue);
-}
-
-/* The round's event buffers, for the encoder to merge: as many as the queue gives in a round
- * and one per thread; past that, rounds of a program with thousands of threads write several
- * groups, each merged on its own. */
-#define AP_ROUND_GROUP 64
-
-/* Writes the buffers of the list as CHUNK records and gives them back to the pool. */
-static void write_events(struct ap_buf *list, uint64_t pair_before)
-{
-	struct ap_buf *group[AP_ROUND_GROUP];
-	while (list) {
-		size_t n = 0;
-		for (; list && n < AP_ROUND_GROUP; list = list->next) {
-			group[n++] = list;
-			n_allocs += list->n_allocs;
-			n_frees += (uint64_t)(int64_t)list->n_frees;
-		}
-		/* A group after the first can hold events stamped between two of an earlier group's. */
-		ap_round_encode(group, n, list ? 0 : pair_before, put_chunk);
-		for (size_t i = 0; i < n; i++)
-			ap_pool_put(group[i]);
-		pair_before = 0;
-	}
+	for (size_t i = 0; i < out.npieces; i++)
+		if (out.len[i])
+			compress(out.piece[i], out.len[i], ZSTD_e_continue);
+	n_allocs += b->n_allocs;
+	n_frees += (uint64_t)(int64_t)b->n_frees;
 }
 
 /* Takes the owner's buffer if it holds events. The owner holds it only while encoding one event;
  * if it stays held (a thread stopped inside the shim), give up after a while, and do not promise
  * a SYNC this round. */
-static struct ap_buf *steal(struct ap_thread *t, bool *complete, uint64_t *after)
+static struct ap_buf *steal(struct ap_thread *t, bool *complete)
 {
 	struct ap_buf *b;
-	uint64_t s;
-	/* The stamp before the exchange that succeeds: the owner stamps its later events only once
-	 * it has a buffer again, after that exchange, so they all stamp above it. */
-	for (int spins = 0; (s = ap_stamp(), !(b = atomic_exchange(&t->cur, NULL))); spins++) {
+	for (int spins = 0; !(b = atomic_exchange(&t->cur, NULL)); spins++) {
 		if (spins > 20000) {
 			*complete = false;
 			return NULL;
@@ -293,8 +270,6 @@ static struct ap_buf *steal(struct ap_thread *t, bool *complete, uint64_t *after
 		else
 			sched_yield();
 	}
-	if (s < *after)
-		*after = s;
 	if (b == AP_NOBUF || b->len == 0) {
 		atomic_store(&t->cur, b);
 		return NULL;
@@ -312,11 +287,14 @@ static void put_clock(uint64_t stamp)
 	put_record(AP_REC_CLOCK, buf, (size_t)(p - buf));
 }
 
-static void write_meta(struct ap_buf *b)
+static void write_list(struct ap_buf *b, bool meta)
 {
 	while (b) {
 		struct ap_buf *next = b->next;
-		compress(b->data, b->len, ZSTD_e_continue);
+		if (meta)
+			compress(b->data, b->len, ZSTD_e_continue);
+		else
+			write_chunk(b);
 		ap_pool_put(b);
 		b = next;
 	}
@@ -348,12 +326,8 @@ static bool round_locked(bool force_frame)
 	uint64_t w = ap_stamp();
 	bool complete = true;
 	struct ap_buf *stolen = NULL, **tail = &stolen;
-	/* Every event not written by this round is stamped above unseen_min (see pair_before).
-	 * The writer's stamps before its exchanges bound each thread's later events. */
-	uint64_t unseen_min = UINT64_MAX;
-	struct ap_thread *first = ap_threads_first();
-	for (struct ap_thread *t = first; t; t = t->next) {
-		struct ap_buf *b = steal(t, &complete, &unseen_min);
+	for (struct ap_thread *t = ap_threads_first(); t; t = t->next) {
+		struct ap_buf *b = steal(t, &complete);
 		if (b) {
 			b->next = NULL;
 			*tail = b;
@@ -388,50 +362,34 @@ static bool round_locked(bool force_frame)
 	struct ap_buf *meta = ap_meta_take_all();
 	if (!stolen && !queued && !meta && !force_frame && !lost_a && !lost_f)
 		return false;
-	uint64_t sync = left_min < w ? left_min : w;
-	/* The encoder pairs an allocation and a free without addresses only when every event
-	 * between them is in this round: below this bound, all are. Threads' events after their
-	 * buffer was stolen are above the stamp taken before the steal; those left queued, above
-	 * left_min; those of a thread attached since the list was read, above w. This is higher
-	 * than the SYNC promise when the writer was slow to reach the threads after taking w. */
-	if (ap_threads_first() != first)
-		unseen_min = w;
-	uint64_t pair_before = left_min < unseen_min ? left_min : unseen_min;
-	write_meta(meta);
-	/* One list, queued first: the encoder merges them by stamp anyway. */
-	if (queued) {
-		struct ap_buf *last = queued;
-		while (last->next)
-			last = last->next;
-		last->next = stolen;
-	} else {
-		queued = stolen;
-	}
-	write_events(queued, complete ? pair_before : 0);
+	write_list(meta, true);
+	write_list(queued, false);
+	write_list(stolen, false);
 	if (lost_a || lost_f) {
 		/* A chunk of tid 0, the shim's own: one LOST event stamped W (dstamp 0). */
+		static uint64_t lost_seq;
 		uint8_t others[2 * AP_VARINT_MAX], *o = others;
 		o = ap_put_varint(o, lost_a);
 		o = ap_put_varint(o, lost_f);
-		uint8_t buf[12 * AP_VARINT_MAX + 2], *p = buf;
-		p = ap_put_varint(p, w);                  /* base stamp */
+		uint8_t buf[11 * AP_VARINT_MAX + 2], *p = buf;
+		p = ap_put_varint(p, 0);
+		p = ap_put_varint(p, lost_seq++);
+		p = ap_put_varint(p, w);
 		p = ap_put_varint(p, 1);                  /* nevents */
 		p = ap_put_varint(p, 1);                  /* stamps: one varint 0 */
 		p = ap_put_varint(p, 0);                  /* addrs */
 		p = ap_put_varint(p, 0);                  /* backs */
 		p = ap_put_varint(p, 0);                  /* infos */
 		p = ap_put_varint(p, (uint64_t)(o - others));
-		p = ap_put_varint(p, 2);                  /* threads: tid 0, 1 event */
 		*p++ = AP_EV_LOST;                        /* tags */
 		*p++ = 0;                                 /* stamps */
 		memcpy(p, others, (size_t)(o - others));
 		p += o - others;
-		*p++ = 0;
-		*p++ = 1;
 		put_record(AP_REC_CHUNK, buf, (size_t)(p - buf));
 	}
 	if (complete) {
 		uint8_t buf[AP_VARINT_MAX];
+		uint64_t sync = left_min < w ? left_min : w;
 		put_record(AP_REC_SYNC, buf, (size_t)(ap_put_varint(buf, sync) - buf));
 	}
 	put_clock(w);

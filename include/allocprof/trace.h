@@ -1,5 +1,5 @@
 /*
- * allocprof trace format, version 3: the one contract between the shim (liballocprof.so), which
+ * allocprof trace format, version 2: the one contract between the shim (liballocprof.so), which
  * writes traces, and the analyzer (allocprof), which reads them. Readers in other languages need
  * only this file; FORMAT.md beside this file says the same in prose, with a reader in Python.
  *
@@ -48,12 +48,9 @@
 #define AP_MAGIC "ALLOCPRF"
 #define AP_MAGIC_LEN 8
 /* Version 1: first release. Version 2: CHUNK events in columns, with ALLOC_LOCAL and FREE_BACK
- * and the STEP1 tag bit. Version 3: a CHUNK holds the events of every thread of a writer round in
- * stamp order (with a threads section), so that ALLOC_LOCAL/FREE_BACK pairs cross threads; a
- * FREE_BACK's number is relative to the previous one's. Bump on any change an older reader would
- * misread. A reader of version 3 reads versions 1 and 2 too (the CHUNK layout is the only
- * difference: see "Version 2 chunks" and "Version 1 chunks"). */
-#define AP_FORMAT_VERSION 3
+ * and the STEP1 tag bit. Bump on any change an older reader would misread. A reader of version 2
+ * reads version 1 too (the CHUNK layout is the only difference: see "Version 1 chunks"). */
+#define AP_FORMAT_VERSION 2
 
 /* Record kinds (the u8 before each record). */
 enum ap_record_kind {
@@ -82,16 +79,13 @@ enum ap_record_kind {
 	 * The shim's own frames are not included; frame 0 is the caller of the allocation function.
 	 * A STACK record precedes every event that refers to it. */
 	AP_REC_STACK = 4,
-	/* CHUNK, a run of events of any threads in stamp order, field by field (columns compress
-	 * better than rows):
-	 *   varint base_stamp, varint nevents, varint len_stamps, varint len_addrs, varint len_backs,
-	 *   varint len_infos, varint len_others, varint len_threads, then seven sections, one after
-	 *   the other: tags (nevents bytes, one per event), stamps, addrs, backs, infos, others,
-	 *   threads (of the lengths given), which must be used up exactly.
-	 * See enum ap_event_kind for what each event takes from which section. The threads section
-	 * says whose the events are: pairs (varint tid, varint count >= 1), the first count events
-	 * being tid's, and so on; the counts add up to nevents. tid 0 is the shim's writer: LOST
-	 * events it collected for threads that wrote no event after the loss. */
+	/* CHUNK, a run of one thread's events, field by field (columns compress better than rows):
+	 *   varint tid, varint chunk_seq (per thread, from 0), varint base_stamp, varint nevents,
+	 *   varint len_stamps, varint len_addrs, varint len_backs, varint len_infos, varint len_others,
+	 *   then six sections, one after the other: tags (nevents bytes, one per event), stamps,
+	 *   addrs, backs, infos, others (of the lengths given), which must be used up exactly.
+	 * See enum ap_event_kind for what each event takes from which section. tid 0 is the shim's
+	 * writer: LOST events it collected for threads that wrote no event after the loss. */
 	AP_REC_CHUNK = 5,
 	/* SYNC: varint stamp W (see "Stamps" above). */
 	AP_REC_SYNC = 6,
@@ -124,13 +118,10 @@ enum ap_record_kind {
  * in order (a section is read front to back, across the events of the chunk):
  *
  *   stamps   varint dstamp, the stamp minus the previous event's (the first event's: minus
- *            base_stamp) -- absent when the tag has AP_TAG_STEP1, which means dstamp = 1.
- *            Stamps never decrease within a chunk; two threads' events may have equal stamps.
+ *            base_stamp) -- absent when the tag has AP_TAG_STEP1, which means dstamp = 1
  *   addrs    svarint daddr, the address minus the previous address taken from this section in
  *            the chunk (the first: minus 0)
- *   backs    svarint d: the FREE_BACK frees the chunk's ALLOC_LOCAL number j = j' + 1 + d
- *            (numbered from 0 in chunk order), where j' is the number the previous FREE_BACK of
- *            the chunk named (-1 for the first). Each ALLOC_LOCAL is named exactly once.
+ *   backs    varint k (k >= 1): the k-th most recent ALLOC_LOCAL of the chunk (1: the latest)
  *   infos    varint size, varint stack_id
  *   others   LOST's two counts
  *
@@ -143,21 +134,15 @@ enum ap_record_kind {
  *                -- events the shim could not record (re-entered from a signal handler inside the
  *                   shim); the analyzer reports them, so nothing is lost silently
  *   ALLOC_LOCAL  stamps, infos: an allocation whose address the trace omits, because a FREE_BACK
- *                of the same chunk, of any thread, frees it (exactly one does; the writer uses
- *                this only when no event on that address can lie between the two, which it can
- *                check since a chunk has every thread's events of that stretch of stamps)
- *   FREE_BACK    stamps, backs: frees the block of an ALLOC_LOCAL of the chunk
+ *                of the same chunk frees it (exactly one does; the writer uses this only where no
+ *                other thread can have freed and reused the address in between)
+ *   FREE_BACK    stamps, backs: frees the block of the k-th most recent ALLOC_LOCAL
  *
  * size is the requested size (calloc: n*size; 0 allowed). stack_id 0 means "no stack captured".
  * realloc(p, n) and reallocarray are written as a FREE of p (api REALLOC, stamped before the
  * call, so a thread that receives p meanwhile sorts after it) followed by an ALLOC of the result
  * (api REALLOC, stamped after the call); realloc(NULL, n) is only the ALLOC; realloc(p, 0)
  * that frees p and returns NULL is only the FREE; a failed realloc is FREE then UNFREE.
- *
- * Version 2 chunks hold one thread's events: varint tid, varint chunk_seq, varint base_stamp,
- * varint nevents, the five lengths of stamps, addrs, backs, infos, others (no threads section),
- * then tags and those five sections. Stamps strictly increase. A FREE_BACK's backs field is a
- * varint k >= 1: the k-th most recent ALLOC_LOCAL of the chunk (1: the latest).
  *
  * Version 1 chunks: varint tid, varint chunk_seq, varint base_stamp, then events in rows until
  * the end of the payload, each a tag byte (kind in bits 0-3, api in bits 4-7; kinds 1-4 only)

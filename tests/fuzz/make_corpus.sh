@@ -17,10 +17,10 @@ rec xthread -- "$B/tests/xthread" 200 3
 rec sampled --sample-bytes 512 -- "$B/tests/xthread" 300 2
 rec sort -- sh -c 'seq 1 300 | sort -r >/dev/null'
 rec ls -- ls /
-# Seeds named v1-* and v2-* are format-1 and format-2 traces from older allocprofs, kept so that
-# the fuzzers also explore the reader's paths for those formats.
+# Seeds named v1-* are format-1 traces from an older allocprof, kept so that the fuzzers also
+# explore the reader's format-1 path.
 mkdir -p "$D/stream" "$D/trace"
-find "$D/stream" "$D/trace" -type f ! -name 'v1-*' ! -name 'v2-*' -delete
+find "$D/stream" "$D/trace" -type f ! -name 'v1-*' -delete
 for f in "$T"/*.trace*; do
 	n=$(basename "$f")
 	cp "$f" "$D/trace/$n"

@@ -151,7 +151,7 @@ def test_flips(t, r, real):
 
 def test_version(t, r, real):
     _, i = tg.get_varint(real, 8)
-    for v in (4, 1 << 40):
+    for v in (3, 1 << 40):
         r.expect('version %d' % v, r.write('v%d.trace' % v, tg.magic(v) + real[i:]), 2, ('newer',))
     r.expect('version 0', r.write('v0.trace', tg.magic(0) + real[i:]), 2)
 
@@ -292,50 +292,6 @@ def test_format2(t, r):
        ('add up',))
 
 
-def test_format3(t, r):
-    """Format 3 chunks: every thread's events of a round in stamp order, blocks without addresses
-    freed by any thread, and every way such a chunk can be malformed."""
-    A, M, L, B = tg.EV_ALLOC, tg.EV_FREE, tg.EV_ALLOC_LOCAL, tg.EV_FREE_BACK
-
-    def v3(name, chunks, rc, words=()):
-        return r.expect(name, r.write(name.replace(' ', '-') + '.trace',
-                                      stream(base_records(), chunks, tg.sync(10 ** 6), tg.end(), version=3)),
-                        rc, words)
-    # Thread 1 allocates two local blocks, thread 2 frees them oldest first (a queue between
-    # threads), an addressed block stays, thread 1 frees an address never seen.
-    ev = [(1, L, 1, 10, 1), (1, L, 2, 20, 2), (2, A, 3, 0x5000, 40, 1), (2, B, 4, 0), (2, B, 7, 1),
-          (1, M, 8, 0x9999), (1, tg.EV_LOST, 8, 2, 3)]
-    p = v3('format 3 locals', tg.chunk3(ev), 0)
-    tot = totals(p)
-    if tot is not None:
-        t.check_eq('format 3 locals: alloc_space', tot['alloc_space'], 70)
-        t.check_eq('format 3 locals: inuse_space', tot['inuse_space'], 40)
-        t.check_eq('format 3 locals: inuse_objects', tot['inuse_objects'], 1)
-    # Newest first: the second free goes back (d = -2).
-    p = v3('format 3 back newest first', tg.chunk3([(1, L, 1, 8, 1), (1, L, 2, 16, 1), (1, B, 3, 1), (1, B, 4, 0)]), 0)
-    tot = totals(p)
-    if tot is not None:
-        t.check_eq('format 3 back newest first: inuse_objects', tot['inuse_objects'], 0)
-    # Malformed: each must be an error naming the file, never a crash or a silent answer.
-    v3('format 3 back past', tg.chunk3([(1, L, 1, 8, 1), (1, B, 2, 1)]), 2, ('refers',))
-    v3('format 3 back before', tg.chunk3([(1, L, 1, 8, 1), (1, B, 2, -1)]), 2, ('refers',))
-    v3('format 3 back far before', tg.chunk3([(1, L, 1, 8, 1), (1, B, 2, -(1 << 62))]), 2, ('refers',))
-    v3('format 3 back twice', tg.chunk3([(1, L, 1, 8, 1), (1, B, 2, 0), (1, B, 3, 0)]), 2, ('refers',))
-    v3('format 3 back to none', tg.chunk3([(1, A, 1, 0x10, 8, 1), (1, B, 2, 0)]), 2, ('refers',))
-    v3('format 3 kind 7', tg.chunk3([(1, 7, 1)]), 2, ('unknown event',))
-    v3('format 3 lengths short', tg.chunk3([(1, A, 5, 0x10, 8, 1)], lens=[1, 1, 0, 1, 0, 2]), 2, ('add up',))
-    v3('format 3 no threads', tg.chunk3([(1, A, 5, 0x10, 8, 1)], lens=[1, 1, 0, 2, 0, 0]), 2, ('add up',))
-    v3('format 3 threads count 0',
-       tg.record(tg.REC_CHUNK, tg.varint(0) + tg.varint(1) + b''.join(tg.varint(n) for n in (1, 0, 0, 0, 0, 2)) +
-                 bytes([tg.EV_LOST]) + b'\x00' + b'\x01\x00'), 2, ('threads',))
-    v3('format 3 threads count short',
-       tg.record(tg.REC_CHUNK, tg.varint(0) + tg.varint(2) + b''.join(tg.varint(n) for n in (2, 0, 0, 0, 4, 2)) +
-                 bytes([tg.EV_LOST, tg.EV_LOST]) + b'\x00\x00' + b'\x00\x00\x00\x00' + b'\x01\x01'), 2, ('threads',))
-    v3('format 3 threads count long',
-       tg.record(tg.REC_CHUNK, tg.varint(0) + tg.varint(1) + b''.join(tg.varint(n) for n in (1, 0, 0, 0, 2, 2)) +
-                 bytes([tg.EV_LOST]) + b'\x00' + b'\x00\x00' + b'\x01\x05'), 2, ('threads',))
-
-
 def test_module_paths(t, r):
     """Module records naming files that are not regular files: no hang, a warning, the rest works."""
     fifo = os.path.join(t.tmp, 'fifo')
@@ -433,7 +389,7 @@ def main():
         t.abort('the recorded trace does not decompress to a stream')
     for f in (test_cuts, test_flips, test_version, test_empty_stack_table):
         f(t, r, real)
-    for f in (test_huge, test_semantics, test_format2, test_format3, test_module_paths, test_scale, test_no_sync):
+    for f in (test_huge, test_semantics, test_format2, test_module_paths, test_scale, test_no_sync):
         f(t, r)
     t.log('%d analyzer runs' % r.n)
     t.finish()

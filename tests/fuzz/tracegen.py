@@ -1,4 +1,4 @@
-"""tracegen: builds allocprof trace streams (include/allocprof/trace.h, format versions 1, 2 and 3) from
+"""tracegen: builds allocprof trace streams (include/allocprof/trace.h, format versions 1 and 2) from
 Python, for tests that need traces no program would write: malformed, adversarial or huge. Also
 splits a real stream into records. Python 3 stdlib only; compression uses the zstd command.
 """
@@ -110,50 +110,6 @@ def chunk2(tid, events, base_stamp=0, seq=0, lens=None, tail=b''):
         elif kind == EV_LOST:
             sec[4] += varint(args[0]) + varint(args[1])
     p = varint(tid) + varint(seq) + varint(base_stamp) + varint(len(events))
-    p += b''.join(varint(n) for n in (lens or [len(x) for x in sec]))
-    p += bytes(tags) + b''.join(bytes(x) for x in sec) + tail
-    return record(REC_CHUNK, p)
-
-
-def chunk3(events, base_stamp=0, lens=None, tail=b''):
-    """A format-3 CHUNK. events: tuples (tid, kind, stamp, ...) as for chunk2, except that
-    FREE_BACK's argument is the local allocation's number j (from 0), written relative to the
-    previous FREE_BACK's. Stamps must not decrease. lens replaces the six section lengths."""
-    tags = bytearray()
-    sec = [bytearray() for _ in range(6)]  # stamps, addrs, backs, infos, others, threads
-    stamp, addr, last_back = base_stamp, 0, -1
-    runs = []
-    for e in events:
-        tid, kind, st = e[0], e[1], e[2]
-        nargs = {EV_ALLOC: 3, EV_FREE: 1, EV_UNFREE: 1, EV_LOST: 2, EV_ALLOC_LOCAL: 2, EV_FREE_BACK: 1}.get(kind, 0)
-        args = e[3:3 + nargs]
-        api = e[3 + nargs] if len(e) > 3 + nargs else (API_FREE if kind in (EV_FREE, EV_FREE_BACK) else API_MALLOC)
-        if runs and runs[-1][0] == tid:
-            runs[-1][1] += 1
-        else:
-            runs.append([tid, 1])
-        tag = kind | api << 4
-        if st - stamp == 1:
-            tag |= TAG_STEP1
-        else:
-            sec[0] += varint(st - stamp)
-        stamp = st
-        tags.append(tag)
-        if kind in (EV_ALLOC, EV_FREE, EV_UNFREE):
-            sec[1] += sdelta(args[0], addr)
-            addr = args[0]
-        if kind == EV_ALLOC:
-            sec[3] += varint(args[1]) + varint(args[2])
-        elif kind == EV_ALLOC_LOCAL:
-            sec[3] += varint(args[0]) + varint(args[1])
-        elif kind == EV_FREE_BACK:
-            sec[2] += svarint(args[0] - (last_back + 1))
-            last_back = args[0]
-        elif kind == EV_LOST:
-            sec[4] += varint(args[0]) + varint(args[1])
-    for tid, n in runs:
-        sec[5] += varint(tid) + varint(n)
-    p = varint(base_stamp) + varint(len(events))
     p += b''.join(varint(n) for n in (lens or [len(x) for x in sec]))
     p += bytes(tags) + b''.join(bytes(x) for x in sec) + tail
     return record(REC_CHUNK, p)

@@ -370,30 +370,32 @@ _V2_LAYOUT = {
     EV_UNFREE: [('daddr', 'addrs', 1)],
     EV_LOST: [('nallocs', 'others', 0), ('nfrees', 'others', 0)],
     EV_ALLOC_LOCAL: [('size', 'infos', 0), ('stack', 'infos', 0)],
-    EV_FREE_BACK: [('back', 'backs', 1)],
+    EV_FREE_BACK: [('back', 'backs', 0)],
 }
-_V3_SECTIONS = ('stamps', 'addrs', 'backs', 'infos', 'others', 'threads')
+_V2_SECTIONS = ('stamps', 'addrs', 'backs', 'infos', 'others')
 
 
 def event_kind(tag):
-    """The kind of an event tag (format versions 2 and 3: bits 0-2)."""
+    """The kind of an event tag (format version 2: bits 0-2)."""
     return tag & 7
 
 
 def parse_chunk(payload):
-    """A CHUNK payload (format version 3) -> (prefix (base_stamp, [[tid, count], ...] runs of
-    the threads section), [event dicts]). Each event has 'tag', 'fields' [(name, value, signed)], so it can be
-    re-encoded after a change by build_chunk."""
-    base, i = get_varint(payload, 0)
+    """A CHUNK payload (format version 2) -> (prefix fields (tid, seq, base_stamp), [event
+    dicts]). Each event has 'tag', 'fields' [(name, value, signed)], so it can be re-encoded
+    after a change by build_chunk."""
+    tid, i = get_varint(payload, 0)
+    seq, i = get_varint(payload, i)
+    base, i = get_varint(payload, i)
     n, i = get_varint(payload, i)
     lens = []
-    for _ in _V3_SECTIONS:
+    for _ in _V2_SECTIONS:
         v, i = get_varint(payload, i)
         lens.append(v)
     tags = payload[i:i + n]
     i += n
     sec = {}
-    for name, ln in zip(_V3_SECTIONS, lens):
+    for name, ln in zip(_V2_SECTIONS, lens):
         sec[name] = [payload[i:i + ln], 0]
         i += ln
     if i != len(payload):
@@ -414,23 +416,12 @@ def parse_chunk(payload):
         for name, section, signed in lay:
             fields.append([name, take(section, signed), signed])
         events.append({'tag': tag, 'fields': fields})
-    runs, tb, j = [], sec['threads'][0], 0
-    while j < len(tb):
-        tid, j = get_varint(tb, j)
-        cnt, j = get_varint(tb, j)
-        runs.append([tid, cnt])
-    return (base, runs), events
+    return (tid, seq, base), events
 
 
 def build_chunk(prefix, events):
-    """The inverse of parse_chunk (events may have been added or removed: the last run of the
-    threads section counts them)."""
-    sec = {name: bytearray() for name in _V3_SECTIONS}
-    # Events added or removed count in the last thread's run.
-    runs = [list(x) for x in prefix[1]]
-    runs[-1][1] += len(events) - sum(c for _, c in runs)
-    for tid, cnt in runs:
-        sec['threads'] += put_varint(tid) + put_varint(cnt)
+    """The inverse of parse_chunk."""
+    sec = {name: bytearray() for name in _V2_SECTIONS}
     where = {'dstamp': 'stamps'}
     for lay in _V2_LAYOUT.values():
         for name, section, _ in lay:
@@ -440,12 +431,12 @@ def build_chunk(prefix, events):
         tags.append(e['tag'])
         for name, v, signed in e['fields']:
             sec[where[name]] += put_varint(zigzag(v) if signed else v)
-    out = bytearray(put_varint(prefix[0]))
+    out = bytearray(b''.join(put_varint(v) for v in prefix))
     out += put_varint(len(events))
-    for name in _V3_SECTIONS:
+    for name in _V2_SECTIONS:
         out += put_varint(len(sec[name]))
     out += tags
-    for name in _V3_SECTIONS:
+    for name in _V2_SECTIONS:
         out += sec[name]
     return bytes(out)
 
