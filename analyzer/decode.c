@@ -75,11 +75,19 @@ struct reader {
 	uint64_t version;        /* of the trace's format */
 	AP_VEC(uint64_t) locals; /* this chunk's ALLOC_LOCAL blocks' keys, 0 once freed */
 	uint64_t next_local;     /* the next key for a block whose address the trace omits */
+	/* Folding (ops->pairs): per stack id, the blocks allocated and freed within a chunk that
+	 * were left out of the events, and their bytes; the chunk's marks (fold_scan). */
+	bool fold, fold_asked;
+	struct pairsum { uint64_t count, bytes; } *sums;
+	size_t nsums;
+	AP_VEC(uint8_t) marks;
 };
 
 /* Keys for blocks whose address the trace omits (ALLOC_LOCAL): from 2^63 up, above any user-space
  * address, so they never meet a real one in the live set. */
 #define AP_LOCAL_KEY_BASE (1ull << 63)
+/* In locals: a block folded into the sums, never delivered (keys are >= 2^63, 0 is "freed"). */
+#define AP_LOCAL_FOLDED 1u
 
 static int fail(struct reader *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct reader *r, int code, const char *fmt, ...)
@@ -343,6 +351,80 @@ static int check_stack(struct reader *r, const ap_event *ev)
 	return 0;
 }
 
+/* Hands the folded blocks of one stack to the consumer and clears them. */
+static void pairs_flush(struct reader *r, uint32_t stack)
+{
+	struct pairsum *s = &r->sums[stack];
+	r->res->events += 2 * s->count;
+	r->ops->pairs(r->ops->ctx, stack, s->count, s->bytes);
+	s->count = s->bytes = 0;
+}
+
+static void pairs_flush_all(struct reader *r)
+{
+	for (size_t i = 0; i < r->nsums; i++)
+		if (r->sums[i].count)
+			pairs_flush(r, (uint32_t)i);
+}
+
+/* Room in sums for every stack id defined so far (events name no other: check_stack). */
+static void pairs_grow(struct reader *r)
+{
+	if (r->max_stack < r->nsums)
+		return;
+	size_t n = r->nsums;
+	while (n <= r->max_stack)
+		n *= 2;
+	r->sums = ap_xrealloc(r->sums, n * sizeof(*r->sums));
+	memset(r->sums + r->nsums, 0, (n - r->nsums) * sizeof(*r->sums));
+	r->nsums = n;
+}
+
+static inline void pairs_add(struct reader *r, uint32_t stack, uint64_t size)
+{
+	struct pairsum *s = &r->sums[stack];
+	if (__builtin_expect(s->bytes + size < s->bytes, 0))
+		pairs_flush(r, stack); /* the total would wrap: hand over what it holds first */
+	s->count++;
+	s->bytes += size;
+}
+
+/* Decides which of a chunk's ALLOC_LOCAL blocks to fold, from its tags and its stamps and backs
+ * sections (copies of the cursors: the main pass reads them again). r->marks gets one entry per
+ * ALLOC_LOCAL, in order: MARK_FOLD if the block is to be folded. A block is folded when its
+ * FREE_BACK is not the chunk's last event and not a realloc's free: then leaving both events out
+ * changes nothing but the alloc figures of its stack. The last event of every chunk stays, and
+ * the chunk's stamps must increase strictly, so that the last event delivered (whose stamp is
+ * the trace's duration) is always one that stays; a realloc's free keeps its block for an
+ * UNFREE. false: fold nothing in this chunk (stamps that do not increase, or malformed backs,
+ * which the main pass then reports). */
+enum { MARK_OPEN = 0, MARK_FOLD = 1, MARK_KEEP = 2 };
+static bool fold_scan(struct reader *r, const uint8_t *tags, uint64_t n, uint64_t stamp,
+                      struct cur st, struct cur bk)
+{
+	r->marks.n = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t tag = tags[i];
+		uint64_t d = (tag & AP_TAG_STEP1) ? 1 : cu(&st);
+		if (st.bad || (d == 0 && i) || stamp + d < stamp)
+			return false;
+		stamp += d;
+		uint8_t kind = tag & AP_TAG_KIND_MASK;
+		if (kind == AP_EV_ALLOC_LOCAL) {
+			AP_VEC_PUSH(r->marks, MARK_OPEN);
+		} else if (kind == AP_EV_FREE_BACK) {
+			/* k counts the chunk's ALLOC_LOCAL blocks, freed ones included */
+			uint64_t k = cu(&bk);
+			if (k == 0 || k > r->marks.n || r->marks.v[r->marks.n - k] != MARK_OPEN)
+				return false;
+			uint8_t api = tag >> 4;
+			bool fold = i + 1 < n && api != AP_API_REALLOC && api != AP_API_REALLOCARRAY;
+			r->marks.v[r->marks.n - k] = fold ? MARK_FOLD : MARK_KEEP;
+		}
+	}
+	return true;
+}
+
 /* Version 2: sections of fields (see trace.h). Each section is a cursor of its own; all must end
  * exactly where the next begins. */
 static int rec_chunk_v2(struct reader *r, struct cur *c)
@@ -375,6 +457,7 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 	}
 	struct cur *st = &sec[0], *ad = &sec[1], *bk = &sec[2], *in = &sec[3], *ot = &sec[4];
 	r->locals.n = 0;
+	bool fold = r->fold && fold_scan(r, tags, n, stamp, *st, *bk);
 	for (uint64_t i = 0; i < n; i++) {
 		uint8_t tag = tags[i];
 		ev.kind = tag & AP_TAG_KIND_MASK;
@@ -391,8 +474,19 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 				ev.addr = addr;
 			} else {
 				ev.addr = r->next_local++;
-				AP_VEC_PUSH(r->locals, ev.addr);
 				ev.kind = AP_EV_ALLOC;
+				if (fold && r->marks.v[r->locals.n] == MARK_FOLD) {
+					ev.size = cu(in);
+					ev.stack = cu32(in);
+					if (in->bad)
+						break;
+					if (ev.stack > r->max_stack)
+						return check_stack(r, &ev);
+					AP_VEC_PUSH(r->locals, AP_LOCAL_FOLDED);
+					pairs_add(r, ev.stack, ev.size);
+					continue;
+				}
+				AP_VEC_PUSH(r->locals, ev.addr);
 			}
 			ev.size = cu(in);
 			ev.stack = cu32(in);
@@ -413,6 +507,8 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 				            "to an allocation the chunk does not hold", ev.tid);
 			ev.addr = r->locals.v[r->locals.n - k];
 			r->locals.v[r->locals.n - k] = 0;
+			if (ev.addr == AP_LOCAL_FOLDED)
+				continue; /* counted with its allocation */
 			ev.kind = AP_EV_FREE;
 			break;
 		}
@@ -535,6 +631,13 @@ static int rec_header(struct reader *r, struct cur *c)
 		h.argc = r->argv.n;
 		if (r->ops->header)
 			r->ops->header(r->ops->ctx, &h);
+		if (!r->fold_asked && r->ops->pairs && r->ops->want_pairs && r->ops->want_pairs(r->ops->ctx)) {
+			r->fold = true;
+			r->nsums = 64;
+			r->sums = ap_xcalloc(r->nsums, sizeof(*r->sums));
+			pairs_grow(r);
+		}
+		r->fold_asked = true;
 	}
 	for (size_t i = 0; i < r->argv.n; i++)
 		free((void *)r->argv.v[i]);
@@ -605,6 +708,8 @@ static int rec_stack(struct reader *r, struct cur *c)
 	r->nstacks++;
 	if (s.id > r->max_stack)
 		r->max_stack = s.id;
+	if (r->fold)
+		pairs_grow(r);
 	s.nframes = (uint32_t)n;
 	s.frames = r->frames.v;
 	if (r->ops->stack)
@@ -792,6 +897,8 @@ static int run(struct reader *r)
 		ret = read_records(r);
 	if (!ret) {
 		deliver(r, UINT64_MAX);
+		if (r->fold)
+			pairs_flush_all(r);
 		if (r->last_ret != 0 || r->len != r->pos)
 			r->res->truncated = true;
 	}
@@ -806,6 +913,8 @@ static int run(struct reader *r)
 	AP_VEC_FREE(r->segs);
 	AP_VEC_FREE(r->argv);
 	AP_VEC_FREE(r->locals);
+	free(r->sums);
+	AP_VEC_FREE(r->marks);
 	return ret;
 }
 

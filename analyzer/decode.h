@@ -60,6 +60,17 @@ typedef struct ap_reader_ops {
 	void (*stack)(void *ctx, const ap_stack_rec *s);
 	void (*event)(void *ctx, const ap_event *e);
 	void (*clock)(void *ctx, uint64_t stamp, uint64_t monotonic_ns);
+	/* Optional, together: blocks allocated and freed within one chunk as per-stack totals
+	 * instead of two events each (most of a single-threaded trace's events). Asked once, after
+	 * the header callback; if want_pairs says yes, some such blocks are never delivered as
+	 * events and pairs reports them instead: count blocks of stack totalling bytes, any number
+	 * of times per stack, at any point of the read (the last time after the last event). Only
+	 * for a consumer that needs end-of-trace totals, not the moment of each event: the pairs
+	 * left out are those that change nothing else (not the last event of their chunk, not
+	 * freed by a realloc, in a chunk whose stamps increase), so the last event delivered and
+	 * every live block are the same as without folding. */
+	bool (*want_pairs)(void *ctx);
+	void (*pairs)(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes);
 } ap_reader_ops;
 
 typedef struct ap_read_result {

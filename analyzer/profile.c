@@ -211,6 +211,34 @@ static void on_event(void *ctx, const ap_event *e)
 	replay(ctx, e);
 }
 
+/* Whether the reader may fold blocks allocated and freed within a chunk into per-stack totals
+ * (on_pairs): when only the end of the trace counts (no observer, no --at) and every allocation
+ * was recorded. Then a pair adds exactly 1 and its size to its stack's alloc figures in any
+ * order (integers, exact in a double below 2^53), and leaves the inuse ones as they were. In
+ * sampled mode the weights are fractions whose sums depend on the order of the additions. */
+static bool fold_wanted(const ap_profile *p)
+{
+	return !p->opts.observe && p->opts.at == AP_AT_END && !p->sample_bytes;
+}
+
+static bool on_want_pairs(void *ctx)
+{
+	return fold_wanted(ctx);
+}
+
+static void apply_pairs(ap_profile *p, uint32_t stack, uint64_t count, uint64_t bytes)
+{
+	ap_site *s = site(p, stack);
+	s->v[AP_M_ALLOC_OBJECTS] += (double)count;
+	s->v[AP_M_ALLOC_SPACE] += (double)bytes;
+	p->events += 2 * count;
+}
+
+static void on_pairs(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes)
+{
+	apply_pairs(ctx, stack, count, bytes);
+}
+
 static void on_header(void *ctx, const ap_header *h)
 {
 	ap_profile *p = ctx;
@@ -299,10 +327,11 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
 
 /* A queued item: an event (ap_event without its LOST-only fields, which ride in addr and size),
  * or one of these kinds. */
-enum { QK_STACK = 0x80, QK_CLOCK = 0x81 };
+enum { QK_STACK = 0x80, QK_CLOCK = 0x81, QK_PAIRS = 0x82 };
 struct qev {
 	uint64_t stamp, addr, size; /* QK_STACK: addr = frames (owned), size = flags << 32 | nframes;
-	                             * QK_CLOCK: addr = monotonic ns */
+	                             * QK_CLOCK: addr = monotonic ns; QK_PAIRS: addr = count,
+	                             * size = bytes */
 	uint32_t stack, tid;        /* QK_STACK: id, generation */
 	uint8_t kind, api;
 };
@@ -348,6 +377,8 @@ static void *pipe_replay(void *arg)
 				if (x->kind == QK_STACK)
 					define_site(p, x->stack, x->tid, (uint32_t)(x->size >> 32), (uint32_t)x->size,
 					            (uint64_t *)(uintptr_t)x->addr);
+				else if (x->kind == QK_PAIRS)
+					apply_pairs(p, x->stack, x->addr, x->size);
 				else
 					on_clock(p, x->stamp, x->addr);
 				continue;
@@ -451,6 +482,21 @@ static void pipe_clock(void *ctx, uint64_t stamp, uint64_t ns)
 	x->addr = ns;
 }
 
+static void pipe_pairs(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes)
+{
+	struct qev *x = pipe_slot(ctx);
+	x->kind = QK_PAIRS;
+	x->stack = stack;
+	x->addr = count;
+	x->size = bytes;
+}
+
+/* Asked right after pipe_header, which applied the header with the replay thread waiting. */
+static bool pipe_want_pairs(void *ctx)
+{
+	return fold_wanted(((ap_pipe *)ctx)->p);
+}
+
 static void pipe_header(void *ctx, const ap_header *h)
 {
 	ap_pipe *q = ctx;
@@ -501,6 +547,8 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 			.stack = pipe_stack,
 			.event = pipe_event,
 			.clock = pipe_clock,
+			.want_pairs = pipe_want_pairs,
+			.pairs = pipe_pairs,
 		};
 		err = ap_read_trace(path, &ops, &p->rr);
 		pthread_mutex_lock(&q->mu);
@@ -560,6 +608,8 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 		.stack = on_stack,
 		.event = on_event,
 		.clock = on_clock,
+		.want_pairs = on_want_pairs,
+		.pairs = on_pairs,
 	};
 	int err;
 	bool piped = false;
