@@ -174,7 +174,7 @@ struct cur {
 	bool bad;
 };
 
-static uint64_t cu(struct cur *c)
+static __attribute__((noinline)) uint64_t cu_slow(struct cur *c)
 {
 	uint64_t v;
 	if (c->bad || ap_get_varint(&c->p, c->end, &v)) {
@@ -182,6 +182,15 @@ static uint64_t cu(struct cur *c)
 		return 0;
 	}
 	return v;
+}
+
+/* A varint from c (0 and c->bad once the cursor went wrong). Inline for the common one-byte
+ * case: most fields of a chunk are one byte, and a chunk is most of a trace. */
+static inline __attribute__((always_inline)) uint64_t cu(struct cur *c)
+{
+	if (__builtin_expect(c->p < c->end && *c->p < 0x80 && !c->bad, 1))
+		return *c->p++;
+	return cu_slow(c);
 }
 
 static uint32_t cu32(struct cur *c)
@@ -391,18 +400,22 @@ static inline void pairs_add(struct reader *r, uint32_t stack, uint64_t size)
 
 /* Decides which of a chunk's ALLOC_LOCAL blocks to fold, from its tags and its stamps and backs
  * sections (copies of the cursors: the main pass reads them again). r->marks gets one entry per
- * ALLOC_LOCAL, in order: MARK_FOLD if the block is to be folded. A block is folded when its
- * FREE_BACK is not the chunk's last event and not a realloc's free: then leaving both events out
- * changes nothing but the alloc figures of its stack. The last event of every chunk stays, and
- * the chunk's stamps must increase strictly, so that the last event delivered (whose stamp is
- * the trace's duration) is always one that stays; a realloc's free keeps its block for an
- * UNFREE. false: fold nothing in this chunk (stamps that do not increase, or malformed backs,
- * which the main pass then reports). */
+ * ALLOC_LOCAL, in order: MARK_FOLD if the block is to be folded, which leaves out both its events
+ * and changes nothing but the alloc figures of its stack. So that nothing else changes:
+ *  - the last event of every chunk stays, and the chunk's stamps must increase strictly, so the
+ *    last event delivered (whose stamp is the trace's duration) is always one that stays;
+ *  - a realloc's free keeps its block for an UNFREE (a failed realloc) until the thread's next
+ *    realloc frees something: it is folded only if another realloc's FREE_BACK (whose block is
+ *    surely live) follows in the chunk before any UNFREE. A chain of reallocs growing a buffer
+ *    keeps only its last free of each chunk.
+ * false: fold nothing in this chunk (stamps that do not increase, or malformed backs, which the
+ * main pass then reports). */
 enum { MARK_OPEN = 0, MARK_FOLD = 1, MARK_KEEP = 2 };
 static bool fold_scan(struct reader *r, const uint8_t *tags, uint64_t n, uint64_t stamp,
                       struct cur st, struct cur bk)
 {
 	r->marks.n = 0;
+	size_t held = SIZE_MAX; /* the ALLOC_LOCAL whose block the latest realloc's free holds */
 	for (uint64_t i = 0; i < n; i++) {
 		uint8_t tag = tags[i];
 		uint64_t d = (tag & AP_TAG_STEP1) ? 1 : cu(&st);
@@ -418,8 +431,15 @@ static bool fold_scan(struct reader *r, const uint8_t *tags, uint64_t n, uint64_
 			if (k == 0 || k > r->marks.n || r->marks.v[r->marks.n - k] != MARK_OPEN)
 				return false;
 			uint8_t api = tag >> 4;
-			bool fold = i + 1 < n && api != AP_API_REALLOC && api != AP_API_REALLOCARRAY;
-			r->marks.v[r->marks.n - k] = fold ? MARK_FOLD : MARK_KEEP;
+			bool realloc = api == AP_API_REALLOC || api == AP_API_REALLOCARRAY;
+			if (realloc) {
+				if (held != SIZE_MAX)
+					r->marks.v[held] = MARK_FOLD; /* its hold ends here */
+				held = r->marks.n - k;
+			}
+			r->marks.v[r->marks.n - k] = i + 1 < n && !realloc ? MARK_FOLD : MARK_KEEP;
+		} else if (kind == AP_EV_UNFREE) {
+			held = SIZE_MAX; /* may bring the block back: it stays */
 		}
 	}
 	return true;

@@ -298,7 +298,8 @@ def test_fold(t, r, real):
     only the end of the trace counts (decode.c's fold_scan); `--at event:N` past the end replays
     every event and must give the same figures, duration included. The cases are those the
     reader must not fold: a realloc's free that an UNFREE undoes, a pair ending its chunk (the
-    trace's last event sets the duration), stamps that repeat or wrap."""
+    trace's last event sets the duration), stamps that repeat or wrap; and a realloc chain, whose
+    frees it folds but the last."""
     L, B, A, M = tg.EV_ALLOC_LOCAL, tg.EV_FREE_BACK, tg.EV_ALLOC, tg.EV_FREE
     U, R = tg.EV_UNFREE, tg.API_REALLOC
 
@@ -338,6 +339,13 @@ def test_fold(t, r, real):
     if tot:
         t.check_eq('fold realloc undone: inuse_space', tot['inuse_space'], 16 + 1)
         t.check_eq('fold realloc undone: alloc_objects', tot['alloc_objects'], 4)
+    # A buffer grown by realloc: each free is folded once the next one ends its hold, except
+    # when an UNFREE comes first.
+    tot = same('realloc chain', v2(tg.chunk2(1, [(L, 1, 8, 1), (B, 2, 1, R), (L, 3, 16, 1, R), (B, 4, 1, R),
+                                                 (L, 5, 24, 1, R), (U, 6, 0x4000, R), (B, 7, 1, R), (L, 8, 32, 1, R),
+                                                 (B, 9, 1, R), (L, 10, 40, 1, R), (A, 11, 0x10, 1, 1)])))
+    if tot:
+        t.check_eq('fold realloc chain: inuse_space', tot['inuse_space'], 16 + 40 + 1)
     # The trace's last event is a pair's free: it sets the duration.
     same('last event', v2(tg.chunk2(1, [(L, 10, 8, 1), (L, 11, 16, 1), (B, 12, 1), (B, 40, 2)])))
     same('last event of each chunk', v2(tg.chunk2(1, [(L, 10, 8, 1), (L, 11, 16, 1), (B, 12, 1), (B, 13, 2)]),
