@@ -94,28 +94,65 @@ static inline void block_release(ap_profile *p, uint32_t i)
 	p->free_block = i;
 }
 
-/* Adds (sign 1) or removes (sign -1) block b from its site's inuse figures and the totals. */
-static inline __attribute__((always_inline)) void inuse_add(ap_profile *p, const struct ap_live *b, double sign)
+/* A live block as the live map (and last_free) keep it, 0 for none. Without an observer, which
+ * is told block indexes, its size and site are packed in the map's value itself (LIVE_PACKED
+ * set), so that a free reads one cache line, the map's slot, rather than also the block's entry
+ * (and an allocation pops no free list); else, or when they do not fit, the index of its entry
+ * in p->blocks. */
+#define LIVE_PACKED (1ull << 63)
+
+static inline __attribute__((always_inline)) uint64_t live_new(ap_profile *p, uint64_t size, uint32_t site_id)
 {
-	ap_site *s = &p->sites.v[b->site];
-	double w = sign * weight(p, b->size);
+	if (p->pack && size <= UINT32_MAX && site_id < (1u << 31))
+		return LIVE_PACKED | (uint64_t)site_id << 32 | size;
+	return block_new(p, size, site_id);
+}
+
+static inline uint64_t live_size(const ap_profile *p, uint64_t v)
+{
+	return v & LIVE_PACKED ? (uint32_t)v : p->blocks.v[v].size;
+}
+
+static inline uint32_t live_site(const ap_profile *p, uint64_t v)
+{
+	return v & LIVE_PACKED ? (uint32_t)(v >> 32) & ~(1u << 31) : p->blocks.v[v].site;
+}
+
+static inline void live_release(ap_profile *p, uint64_t v)
+{
+	if (!(v & LIVE_PACKED))
+		block_release(p, (uint32_t)v);
+}
+
+/* What the observer is told: the block's index (packed blocks exist only without one). */
+static inline uint32_t live_block(uint64_t v)
+{
+	return v & LIVE_PACKED ? 0 : (uint32_t)v;
+}
+
+/* Adds (sign 1) or removes (sign -1) block v from its site's inuse figures and the totals. */
+static inline __attribute__((always_inline)) void inuse_add(ap_profile *p, uint64_t v, double sign)
+{
+	uint64_t size = live_size(p, v);
+	ap_site *s = &p->sites.v[live_site(p, v)];
+	double w = sign * weight(p, size);
 	s->v[AP_M_INUSE_OBJECTS] += w;
-	s->v[AP_M_INUSE_SPACE] += w * (double)b->size;
+	s->v[AP_M_INUSE_SPACE] += w * (double)size;
 	p->inuse_objects += w;
-	p->inuse_space += w * (double)b->size;
+	p->inuse_space += w * (double)size;
 }
 
 /* Takes the block at addr off the live set and off its site's inuse figures; 0 if unknown. */
-static inline __attribute__((always_inline)) uint32_t take_live(ap_profile *p, uint64_t addr)
+static inline __attribute__((always_inline)) uint64_t take_live(ap_profile *p, uint64_t addr)
 {
-	uint64_t bi;
-	if (!ap_map_del(&p->live, addr + 1, &bi)) /* +1: address 0 is a valid key */
+	uint64_t v;
+	if (!ap_map_del(&p->live, addr + 1, &v)) /* +1: address 0 is a valid key */
 		return 0;
-	inuse_add(p, &p->blocks.v[bi], -1);
-	return (uint32_t)bi;
+	inuse_add(p, v, -1);
+	return v;
 }
 
-static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
+static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64_t addr, uint64_t v)
 {
 	bool added;
 	uint64_t *slot = ap_map_put(&p->live, addr + 1, &added);
@@ -123,11 +160,11 @@ static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64
 		/* A block allocated twice without a free between: its free was not recorded. Drop
 		 * the older one from inuse, and count the anomaly. */
 		p->double_allocs++;
-		inuse_add(p, &p->blocks.v[*slot], -1);
-		block_release(p, (uint32_t)*slot);
+		inuse_add(p, *slot, -1);
+		live_release(p, *slot);
 	}
-	*slot = bi;
-	inuse_add(p, &p->blocks.v[bi], 1);
+	*slot = v;
+	inuse_add(p, v, 1);
 }
 
 /* --at: keeps the sites' inuse figures of the moment asked for; ap_profile_load_ex puts them
@@ -161,35 +198,36 @@ static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap
 		double w = weight(p, e->size);
 		s->v[AP_M_ALLOC_OBJECTS] += w;
 		s->v[AP_M_ALLOC_SPACE] += w * (double)e->size;
-		blk = block_new(p, e->size, e->stack);
-		put_live(p, e->addr, blk);
+		uint64_t v = live_new(p, e->size, e->stack);
+		blk = live_block(v);
+		put_live(p, e->addr, v);
 		break;
 	}
 	case AP_EV_FREE: {
-		uint32_t bi = take_live(p, e->addr);
-		if (!bi) {
+		uint64_t v = take_live(p, e->addr);
+		if (!v) {
 			p->unknown_frees++;
 			break;
 		}
-		blk = bi;
+		blk = live_block(v);
 		if (e->api == AP_API_REALLOC || e->api == AP_API_REALLOCARRAY) {
 			/* Kept until this thread's next free of a realloc, in case the realloc failed
 			 * and an UNFREE brings the block back. */
 			bool added;
 			uint64_t *held = ap_map_put(&p->last_free, (uint64_t)e->tid + 1, &added);
 			if (!added && *held)
-				block_release(p, (uint32_t)*held);
-			*held = bi;
+				live_release(p, *held);
+			*held = v;
 			break;
 		}
-		block_release(p, bi);
+		live_release(p, v);
 		break;
 	}
 	case AP_EV_UNFREE: {
 		uint64_t *held = ap_map_get(&p->last_free, (uint64_t)e->tid + 1);
 		if (held && *held) {
-			blk = (uint32_t)*held;
-			put_live(p, e->addr, blk);
+			blk = live_block(*held);
+			put_live(p, e->addr, *held);
 			*held = 0;
 		}
 		break;
@@ -590,6 +628,7 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 {
 	memset(p, 0, sizeof(*p));
 	p->opts = o ? *o : default_opts; /* ap_profile_load_ex: --at, observers */
+	p->pack = !p->opts.observe;
 	p->at_event_index = UINT64_MAX;
 	p->path = path;
 	p->syms = ap_symbols_new(sym_warn, p);
