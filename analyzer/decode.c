@@ -39,14 +39,6 @@
  * sorting, 80 MiB at most. */
 #define AP_MAX_PENDING (1u << 20)
 
-/* An event held until a SYNC: ap_event without its LOST-only fields (a LOST event keeps its
- * counts in addr and size, which it does not use), so a round of events costs 40 bytes each. */
-struct pending {
-	uint64_t stamp, addr, size;
-	uint32_t stack, tid;
-	uint8_t kind, api;
-};
-
 struct reader {
 	const char *path;
 	const ap_reader_ops *ops;
@@ -63,8 +55,8 @@ struct reader {
 	uint8_t *buf;
 	size_t len, pos, cap;
 	uint64_t offset;    /* decompressed bytes consumed before data[0] */
-	AP_VEC(struct pending) pending;
-	struct pending *scratch; /* room for pending.cap events, for the merge sort */
+	AP_VEC(ap_event_rec) pending;
+	ap_event_rec *scratch; /* room for pending.cap events, for the merge sort */
 	size_t scratch_cap;
 	bool pending_sorted;     /* pending is in stamp order (so far every event came in order) */
 	uint64_t sync;
@@ -244,7 +236,7 @@ static void sort_pending(struct reader *r)
 		r->scratch_cap = r->pending.cap;
 		r->scratch = ap_xmalloc(r->scratch_cap * sizeof(*r->scratch));
 	}
-	struct pending *a = r->pending.v, *b = r->scratch;
+	ap_event_rec *a = r->pending.v, *b = r->scratch;
 	for (;;) {
 		/* One pass: merge neighbouring runs pairwise from a into b. */
 		size_t runs = 0, i = 0;
@@ -267,7 +259,7 @@ static void sort_pending(struct reader *r)
 			i = hi;
 			runs++;
 		}
-		struct pending *t = a;
+		ap_event_rec *t = a;
 		a = b;
 		b = t;
 		if (runs == 1)
@@ -287,19 +279,14 @@ static void sort_pending(struct reader *r)
 /* Delivers the first n held events (sorted) and keeps the rest, still sorted. */
 static void deliver_n(struct reader *r, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		const struct pending *q = &r->pending.v[i];
-		ap_event ev = {.stamp = q->stamp, .tid = q->tid, .kind = q->kind, .api = q->api};
-		if (q->kind == AP_EV_LOST) {
-			ev.lost_allocs = q->size;
-			ev.lost_frees = q->addr;
-		} else {
-			ev.addr = q->addr;
-			ev.size = q->size;
-			ev.stack = q->stack;
-		}
-		if (r->ops->event)
+	if (r->ops->events) {
+		if (n)
+			r->ops->events(r->ops->ctx, r->pending.v, n);
+	} else if (r->ops->event) {
+		for (size_t i = 0; i < n; i++) {
+			ap_event ev = ap_event_from_rec(&r->pending.v[i]);
 			r->ops->event(r->ops->ctx, &ev);
+		}
 	}
 	size_t rest = r->pending.n - n;
 	memmove(r->pending.v, r->pending.v + n, rest * sizeof(*r->pending.v));
@@ -334,7 +321,7 @@ static void hold(struct reader *r, const ap_event *ev)
 	else if (ev->stamp < r->pending.v[r->pending.n - 1].stamp)
 		r->pending_sorted = false;
 	bool lost = ev->kind == AP_EV_LOST;
-	struct pending p = {
+	ap_event_rec p = {
 		.stamp = ev->stamp, .addr = lost ? ev->lost_frees : ev->addr,
 		.size = lost ? ev->lost_allocs : ev->size, .stack = ev->stack, .tid = ev->tid,
 		.kind = ev->kind, .api = ev->api,

@@ -244,9 +244,42 @@ static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap
 		at_snapshot(p, p->events - 1, e->stamp);
 }
 
-static void on_event(void *ctx, const ap_event *e)
+/* Items of a batch that are not events (the replay thread's queue, below): kinds past those
+ * of events. */
+enum { QK_STACK = 0x80, QK_CLOCK = 0x81, QK_PAIRS = 0x82 };
+static void apply_queued(ap_profile *p, const ap_event_rec *x);
+
+/* How many events ahead the replay asks the cache for the live map's slot of an address and
+ * an allocation's site: the addresses of a trace are random, and its live set is larger than
+ * the cache, so each lookup would otherwise wait for memory. */
+#define PREFETCH_AHEAD 8
+
+static inline void prefetch(const ap_profile *p, const ap_event_rec *x)
 {
-	replay(ctx, e);
+	if (x->kind == AP_EV_ALLOC || x->kind == AP_EV_FREE)
+		ap_map_prefetch(&p->live, x->addr + 1);
+	if (x->kind == AP_EV_ALLOC && x->stack < p->sites.n)
+		__builtin_prefetch(&p->sites.v[x->stack]);
+}
+
+/* Applies n events (and, from the replay thread's queue, the other items) in order. */
+static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (i + PREFETCH_AHEAD < n)
+			prefetch(p, &v[i + PREFETCH_AHEAD]);
+		if (__builtin_expect(v[i].kind >= QK_STACK, 0)) {
+			apply_queued(p, &v[i]);
+			continue;
+		}
+		ap_event e = ap_event_from_rec(&v[i]);
+		replay(p, &e);
+	}
+}
+
+static void on_events(void *ctx, const ap_event_rec *v, size_t n)
+{
+	replay_batch(ctx, v, n);
 }
 
 /* Whether the reader may fold blocks allocated and freed within a chunk into per-stack totals
@@ -363,22 +396,25 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
 #define PIPE_BATCH 8192
 #define PIPE_NBUF 32
 
-/* A queued item: an event (ap_event without its LOST-only fields, which ride in addr and size),
- * or one of these kinds. */
-enum { QK_STACK = 0x80, QK_CLOCK = 0x81, QK_PAIRS = 0x82 };
-struct qev {
-	uint64_t stamp, addr, size; /* QK_STACK: addr = frames (owned), size = flags << 32 | nframes;
-	                             * QK_CLOCK: addr = monotonic ns; QK_PAIRS: addr = count,
-	                             * size = bytes */
-	uint32_t stack, tid;        /* QK_STACK: id, generation */
-	uint8_t kind, api;
-};
+/* A queued item is an event as the reader holds it, or one of the QK_ kinds: QK_STACK: stack =
+ * id, tid = generation, addr = frames (owned), size = flags << 32 | nframes; QK_CLOCK: addr =
+ * monotonic ns; QK_PAIRS: addr = count, size = bytes. */
+static void apply_queued(ap_profile *p, const ap_event_rec *x)
+{
+	if (x->kind == QK_STACK)
+		define_site(p, x->stack, x->tid, (uint32_t)(x->size >> 32), (uint32_t)x->size,
+		            (uint64_t *)(uintptr_t)x->addr);
+	else if (x->kind == QK_PAIRS)
+		apply_pairs(p, x->stack, x->addr, x->size);
+	else
+		on_clock(p, x->stamp, x->addr);
+}
 
 typedef struct ap_pipe {
 	ap_profile *p;
-	struct qev *buf[PIPE_NBUF];
+	ap_event_rec *buf[PIPE_NBUF];
 	size_t len[PIPE_NBUF];
-	struct qev *cur; /* the batch being filled (buf[wi % PIPE_NBUF]) and its length */
+	ap_event_rec *cur; /* the batch being filled (buf[wi % PIPE_NBUF]) and its length */
 	size_t n;
 	unsigned wi, ri;
 	pthread_mutex_t mu;
@@ -409,29 +445,7 @@ static void *pipe_replay(void *arg)
 		}
 		pthread_mutex_unlock(&q->mu);
 		unsigned b = q->ri % PIPE_NBUF;
-		const struct qev *x = q->buf[b], *end = x + q->len[b];
-		for (; x < end; x++) {
-			if (__builtin_expect(x->kind >= QK_STACK, 0)) {
-				if (x->kind == QK_STACK)
-					define_site(p, x->stack, x->tid, (uint32_t)(x->size >> 32), (uint32_t)x->size,
-					            (uint64_t *)(uintptr_t)x->addr);
-				else if (x->kind == QK_PAIRS)
-					apply_pairs(p, x->stack, x->addr, x->size);
-				else
-					on_clock(p, x->stamp, x->addr);
-				continue;
-			}
-			ap_event e = {.stamp = x->stamp, .tid = x->tid, .kind = x->kind, .api = x->api};
-			if (x->kind == AP_EV_LOST) {
-				e.lost_allocs = x->size;
-				e.lost_frees = x->addr;
-			} else {
-				e.addr = x->addr;
-				e.size = x->size;
-				e.stack = x->stack;
-			}
-			replay(p, &e);
-		}
+		replay_batch(p, q->buf[b], q->len[b]);
 		pthread_mutex_lock(&q->mu);
 		q->ri++;
 		q->filled--;
@@ -482,29 +496,30 @@ static void pipe_drain(ap_pipe *q)
 	pthread_mutex_unlock(&q->mu);
 }
 
-static inline struct qev *pipe_slot(ap_pipe *q)
+static inline ap_event_rec *pipe_slot(ap_pipe *q)
 {
 	if (__builtin_expect(q->n == PIPE_BATCH, 0))
 		pipe_flush(q);
 	return &q->cur[q->n++];
 }
 
-static void pipe_event(void *ctx, const ap_event *e)
+static void pipe_events(void *ctx, const ap_event_rec *v, size_t n)
 {
-	struct qev *x = pipe_slot(ctx);
-	bool lost = e->kind == AP_EV_LOST;
-	x->stamp = e->stamp;
-	x->addr = lost ? e->lost_frees : e->addr;
-	x->size = lost ? e->lost_allocs : e->size;
-	x->stack = e->stack;
-	x->tid = e->tid;
-	x->kind = e->kind;
-	x->api = e->api;
+	ap_pipe *q = ctx;
+	while (n) {
+		if (q->n == PIPE_BATCH)
+			pipe_flush(q);
+		size_t m = PIPE_BATCH - q->n < n ? PIPE_BATCH - q->n : n;
+		memcpy(q->cur + q->n, v, m * sizeof(*v));
+		q->n += m;
+		v += m;
+		n -= m;
+	}
 }
 
 static void pipe_stack(void *ctx, const ap_stack_rec *r)
 {
-	struct qev *x = pipe_slot(ctx);
+	ap_event_rec *x = pipe_slot(ctx);
 	x->kind = QK_STACK;
 	x->stack = r->id;
 	x->tid = r->generation;
@@ -514,7 +529,7 @@ static void pipe_stack(void *ctx, const ap_stack_rec *r)
 
 static void pipe_clock(void *ctx, uint64_t stamp, uint64_t ns)
 {
-	struct qev *x = pipe_slot(ctx);
+	ap_event_rec *x = pipe_slot(ctx);
 	x->kind = QK_CLOCK;
 	x->stamp = stamp;
 	x->addr = ns;
@@ -522,7 +537,7 @@ static void pipe_clock(void *ctx, uint64_t stamp, uint64_t ns)
 
 static void pipe_pairs(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes)
 {
-	struct qev *x = pipe_slot(ctx);
+	ap_event_rec *x = pipe_slot(ctx);
 	x->kind = QK_PAIRS;
 	x->stack = stack;
 	x->addr = count;
@@ -569,7 +584,7 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 	ap_pipe *q = ap_xcalloc(1, sizeof(*q));
 	q->p = p;
 	for (int i = 0; i < PIPE_NBUF; i++)
-		q->buf[i] = ap_xmalloc(PIPE_BATCH * sizeof(struct qev));
+		q->buf[i] = ap_xmalloc(PIPE_BATCH * sizeof(ap_event_rec));
 	q->cur = q->buf[0];
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->filled_cv, NULL);
@@ -583,7 +598,7 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 			.module = pipe_module,
 			.unload = pipe_unload,
 			.stack = pipe_stack,
-			.event = pipe_event,
+			.events = pipe_events,
 			.clock = pipe_clock,
 			.want_pairs = pipe_want_pairs,
 			.pairs = pipe_pairs,
@@ -645,7 +660,7 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 		.module = on_module,
 		.unload = on_unload,
 		.stack = on_stack,
-		.event = on_event,
+		.events = on_events,
 		.clock = on_clock,
 		.want_pairs = on_want_pairs,
 		.pairs = on_pairs,
