@@ -176,16 +176,28 @@ static __attribute__((noinline)) uint64_t cu_slow(struct cur *c)
 	return v;
 }
 
-/* A varint from c (0 and c->bad once the cursor went wrong). Inline for the common one-byte
- * case: most fields of a chunk are one byte, and a chunk is most of a trace. */
+/* A varint from c (0 and c->bad once the cursor went wrong). Inline for the common cases of one
+ * and two bytes: most fields of a chunk are that short (stamp deltas, sizes, stack ids, back
+ * references), and the chunks are most of a trace. */
 static inline __attribute__((always_inline)) uint64_t cu(struct cur *c)
 {
-	if (__builtin_expect(c->p < c->end && *c->p < 0x80 && !c->bad, 1))
-		return *c->p++;
+	const uint8_t *p = c->p;
+	if (__builtin_expect(c->end - p >= 2 && !c->bad, 1)) {
+		uint64_t b0 = p[0];
+		if (b0 < 0x80) {
+			c->p = p + 1;
+			return b0;
+		}
+		uint64_t b1 = p[1];
+		if (b1 < 0x80) {
+			c->p = p + 2;
+			return (b0 & 0x7f) | b1 << 7;
+		}
+	}
 	return cu_slow(c);
 }
 
-static uint32_t cu32(struct cur *c)
+static inline __attribute__((always_inline)) uint32_t cu32(struct cur *c)
 {
 	uint64_t v = cu(c);
 	if (v > UINT32_MAX)
@@ -279,6 +291,8 @@ static void sort_pending(struct reader *r)
 /* Delivers the first n held events (sorted) and keeps the rest, still sorted. */
 static void deliver_n(struct reader *r, size_t n)
 {
+	if (r->pending.n > r->res->max_pending)
+		r->res->max_pending = r->pending.n;
 	if (r->ops->events) {
 		if (n)
 			r->ops->events(r->ops->ctx, r->pending.v, n);
@@ -305,10 +319,9 @@ static void deliver(struct reader *r, uint64_t limit)
 	deliver_n(r, i);
 }
 
-static void hold(struct reader *r, const ap_event *ev)
+/* hold's rare cases: the array is full, or has reached the cap. */
+static __attribute__((noinline)) void hold_room(struct reader *r)
 {
-	if (ev->stamp < r->sync)
-		r->res->late_events++;
 	if (r->pending.n >= AP_MAX_PENDING) {
 		/* No SYNC for far longer than a round: deliver the older half now rather than hold
 		 * the whole trace. Order across that cut is no longer guaranteed, hence the flag. */
@@ -316,25 +329,32 @@ static void hold(struct reader *r, const ap_event *ev)
 		sort_pending(r);
 		deliver_n(r, r->pending.n / 2);
 	}
-	if (!r->pending.n)
-		r->pending_sorted = true;
-	else if (ev->stamp < r->pending.v[r->pending.n - 1].stamp)
-		r->pending_sorted = false;
-	bool lost = ev->kind == AP_EV_LOST;
-	ap_event_rec p = {
-		.stamp = ev->stamp, .addr = lost ? ev->lost_frees : ev->addr,
-		.size = lost ? ev->lost_allocs : ev->size, .stack = ev->stack, .tid = ev->tid,
-		.kind = ev->kind, .api = ev->api,
-	};
 	if (r->pending.n == r->pending.cap) {
 		/* Grown by steps of 64 Ki events (2.5 MiB) rather than doubled: the array lasts the
 		 * whole read, so its size should follow the largest round, not the next power of 2. */
 		r->pending.cap += r->pending.cap < 65536 ? (r->pending.cap ? r->pending.cap : 1024) : 65536;
 		r->pending.v = ap_xrealloc(r->pending.v, r->pending.cap * sizeof(*r->pending.v));
 	}
-	r->pending.v[r->pending.n++] = p;
-	if (r->pending.n > r->res->max_pending)
-		r->res->max_pending = r->pending.n;
+}
+
+/* Inline: every event of a trace passes here. (max_pending is kept by deliver_n, the only place
+ * where the count goes down.) */
+static inline __attribute__((always_inline)) void hold(struct reader *r, const ap_event *ev)
+{
+	if (ev->stamp < r->sync)
+		r->res->late_events++;
+	if (__builtin_expect(r->pending.n >= AP_MAX_PENDING || r->pending.n == r->pending.cap, 0))
+		hold_room(r);
+	if (!r->pending.n)
+		r->pending_sorted = true;
+	else if (ev->stamp < r->pending.v[r->pending.n - 1].stamp)
+		r->pending_sorted = false;
+	bool lost = ev->kind == AP_EV_LOST;
+	r->pending.v[r->pending.n++] = (ap_event_rec){
+		.stamp = ev->stamp, .addr = lost ? ev->lost_frees : ev->addr,
+		.size = lost ? ev->lost_allocs : ev->size, .stack = ev->stack, .tid = ev->tid,
+		.kind = ev->kind, .api = ev->api,
+	};
 	r->res->events++;
 }
 
