@@ -421,35 +421,47 @@ enum { MARK_OPEN = 0, MARK_FOLD = 1, MARK_KEEP = 2 };
 static bool fold_scan(struct reader *r, const uint8_t *tags, uint64_t n, uint64_t stamp,
                       struct cur st, struct cur bk)
 {
-	r->marks.n = 0;
+	/* Room for a mark per event, and in locals for the main pass, up front: this loop and the
+	 * main pass's folding then push without checks. n is bounded by the record's length. */
+	if (!ap_grow(&r->marks.v, &r->marks.cap, n, 1) ||
+	    !ap_grow(&r->locals.v, &r->locals.cap, n, sizeof(*r->locals.v)))
+		return false;
+	uint8_t *marks = r->marks.v;
+	size_t nm = 0;
 	size_t held = SIZE_MAX; /* the ALLOC_LOCAL whose block the latest realloc's free holds */
 	for (uint64_t i = 0; i < n; i++) {
 		uint8_t tag = tags[i];
-		uint64_t d = (tag & AP_TAG_STEP1) ? 1 : cu(&st);
-		if (st.bad || (d == 0 && i) || stamp + d < stamp)
-			return false;
-		stamp += d;
+		if (tag & AP_TAG_STEP1) {
+			if (++stamp == 0)
+				return false;
+		} else {
+			uint64_t d = cu(&st); /* 0 once st is bad, which ends the scan below or after */
+			if ((d == 0 && i) || stamp + d < stamp)
+				return false;
+			stamp += d;
+		}
 		uint8_t kind = tag & AP_TAG_KIND_MASK;
 		if (kind == AP_EV_ALLOC_LOCAL) {
-			AP_VEC_PUSH(r->marks, MARK_OPEN);
+			marks[nm++] = MARK_OPEN;
 		} else if (kind == AP_EV_FREE_BACK) {
 			/* k counts the chunk's ALLOC_LOCAL blocks, freed ones included */
 			uint64_t k = cu(&bk);
-			if (k == 0 || k > r->marks.n || r->marks.v[r->marks.n - k] != MARK_OPEN)
+			if (k == 0 || k > nm || marks[nm - k] != MARK_OPEN)
 				return false;
 			uint8_t api = tag >> 4;
 			bool realloc = api == AP_API_REALLOC || api == AP_API_REALLOCARRAY;
 			if (realloc) {
 				if (held != SIZE_MAX)
-					r->marks.v[held] = MARK_FOLD; /* its hold ends here */
-				held = r->marks.n - k;
+					marks[held] = MARK_FOLD; /* its hold ends here */
+				held = nm - k;
 			}
-			r->marks.v[r->marks.n - k] = i + 1 < n && !realloc ? MARK_FOLD : MARK_KEEP;
+			marks[nm - k] = i + 1 < n && !realloc ? MARK_FOLD : MARK_KEEP;
 		} else if (kind == AP_EV_UNFREE) {
 			held = SIZE_MAX; /* may bring the block back: it stays */
 		}
 	}
-	return true;
+	r->marks.n = nm;
+	return !st.bad;
 }
 
 /* Version 2: sections of fields (see trace.h). Each section is a cursor of its own; all must end
@@ -509,7 +521,7 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 						break;
 					if (ev.stack > r->max_stack)
 						return check_stack(r, &ev);
-					AP_VEC_PUSH(r->locals, AP_LOCAL_FOLDED);
+					r->locals.v[r->locals.n++] = AP_LOCAL_FOLDED; /* room: fold_scan */
 					pairs_add(r, ev.stack, ev.size);
 					continue;
 				}
