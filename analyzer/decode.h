@@ -95,6 +95,8 @@ typedef struct ap_reader_ops {
 	 * every live block are the same as without folding. */
 	bool (*want_pairs)(void *ctx);
 	void (*pairs)(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes);
+	/* ap_read_trace: decompress in a thread of its own, ahead of the parsing. */
+	bool decompress_ahead;
 } ap_reader_ops;
 
 typedef struct ap_read_result {

@@ -388,7 +388,7 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
 /* ---- the replay thread ------------------------------------------------------------------------- */
 
 /* Reading a file, the decoder (this thread) and the replay (a thread of its own) run side by
- * side: the decoder's callbacks append what they are given to batches, which the replay thread
+ * side, and the decoder's zstd in a third (decompress_ahead): the decoder's callbacks append what they are given to batches, which the replay thread
  * applies in the same order as the single-threaded load would, so every figure is the same.
  * The replay thread alone touches what the replay builds (sites, blocks, the live set, clock
  * points, the observer's state) while the pipe runs; the decoder's thread keeps the symbols
@@ -603,6 +603,7 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 			.clock = pipe_clock,
 			.want_pairs = pipe_want_pairs,
 			.pairs = pipe_pairs,
+			.decompress_ahead = true,
 		};
 		err = ap_read_trace(path, &ops, &p->rr);
 		pthread_mutex_lock(&q->mu);
