@@ -162,7 +162,7 @@ static long inflate_some(struct inflater *f, uint8_t *out, size_t room)
  * that zstd (a fifth to a third of the reading) runs beside the parsing. The blocks are copied
  * into the parser's buffer (records straddle them): far cheaper than decompressing. */
 #define AHEAD_NBLK 4
-#define AHEAD_BLK (1u << 20)
+#define AHEAD_BLK (256u << 10)
 
 struct ahead {
 	struct inflater *src; /* the producer's alone until done is seen */
