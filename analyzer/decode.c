@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,32 +40,37 @@
  * sorting, 80 MiB at most. */
 #define AP_MAX_PENDING (1u << 20)
 
-/* An event held until a SYNC: ap_event without its LOST-only fields (a LOST event keeps its
- * counts in addr and size, which it does not use), so a round of events costs 40 bytes each. */
-struct pending {
-	uint64_t stamp, addr, size;
-	uint32_t stack, tid;
-	uint8_t kind, api;
-};
-
-struct reader {
-	const char *path;
-	const ap_reader_ops *ops;
-	ap_read_result *res;
+/* The compressed input and its decompression: the file (or the caller's buffer) and the zstd
+ * stream. fill() uses it directly, or it belongs to the thread that decompresses ahead. */
+struct inflater {
 	int fd;             /* -1: the input is in memory */
-	bool raw;           /* the input is the decompressed stream itself (no zstd) */
 	ZSTD_DStream *ds;
 	const uint8_t *in;  /* compressed input: a read buffer (owned when fd >= 0) or the caller's */
 	uint8_t *in_owned;
 	size_t in_len, in_pos;
 	bool in_eof;
 	size_t last_ret;    /* ZSTD_decompressStream's last hint: 0 at a frame boundary */
+	uint64_t bytes_in, bytes_out;
+	int err;            /* what ended it (enum ap_error), and the message for fail() */
+	char msg[384];
+};
+
+struct ahead;
+
+struct reader {
+	const char *path;
+	const ap_reader_ops *ops;
+	ap_read_result *res;
+	bool raw;           /* the input is the decompressed stream itself (no zstd) */
+	struct inflater src;
+	struct ahead *ahead; /* the thread decompressing src, if any */
+	size_t last_ret;    /* src's, as of the bytes taken so far (at the end: its last) */
 	const uint8_t *data; /* decompressed bytes: buf, or the caller's stream when raw */
 	uint8_t *buf;
 	size_t len, pos, cap;
 	uint64_t offset;    /* decompressed bytes consumed before data[0] */
-	AP_VEC(struct pending) pending;
-	struct pending *scratch; /* room for pending.cap events, for the merge sort */
+	AP_VEC(ap_event_rec) pending;
+	ap_event_rec *scratch; /* room for pending.cap events, for the merge sort */
 	size_t scratch_cap;
 	bool pending_sorted;     /* pending is in stamp order (so far every event came in order) */
 	uint64_t sync;
@@ -75,11 +81,19 @@ struct reader {
 	uint64_t version;        /* of the trace's format */
 	AP_VEC(uint64_t) locals; /* this chunk's ALLOC_LOCAL blocks' keys, 0 once freed */
 	uint64_t next_local;     /* the next key for a block whose address the trace omits */
+	/* Folding (ops->pairs): per stack id, the blocks allocated and freed within a chunk that
+	 * were left out of the events, and their bytes; the chunk's marks (fold_scan). */
+	bool fold, fold_asked;
+	struct pairsum { uint64_t count, bytes; } *sums;
+	size_t nsums;
+	AP_VEC(uint8_t) marks;
 };
 
 /* Keys for blocks whose address the trace omits (ALLOC_LOCAL): from 2^63 up, above any user-space
  * address, so they never meet a real one in the live set. */
 #define AP_LOCAL_KEY_BASE (1ull << 63)
+/* In locals: a block folded into the sums, never delivered (keys are >= 2^63, 0 is "freed"). */
+#define AP_LOCAL_FOLDED 1u
 
 static int fail(struct reader *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct reader *r, int code, const char *fmt, ...)
@@ -95,6 +109,178 @@ static int fail(struct reader *r, int code, const char *fmt, ...)
 
 /* ---- decompression ------------------------------------------------------------------------------ */
 
+static long inflate_fail(struct inflater *f, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static long inflate_fail(struct inflater *f, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
+	va_end(ap);
+	f->err = code;
+	return -code;
+}
+
+/* Decompresses into out (room > 0 bytes): the number of bytes written (> 0), 0 at the end of the
+ * input, or a negated error with f->err and f->msg set. */
+static long inflate_some(struct inflater *f, uint8_t *out, size_t room)
+{
+	for (;;) {
+		if (f->in_pos == f->in_len && !f->in_eof) {
+			ssize_t n;
+			do
+				n = read(f->fd, f->in_owned, ZSTD_DStreamInSize());
+			while (n < 0 && errno == EINTR);
+			if (n < 0)
+				return inflate_fail(f, AP_E_IO, "read error: %s", strerror(errno));
+			if (n == 0)
+				f->in_eof = true;
+			f->in_len = (size_t)n;
+			f->in_pos = 0;
+			f->bytes_in += (uint64_t)n;
+		}
+		if (f->in_pos == f->in_len && f->in_eof)
+			return 0;
+		ZSTD_inBuffer in = {f->in, f->in_len, f->in_pos};
+		ZSTD_outBuffer o = {out, room, 0};
+		size_t ret = ZSTD_decompressStream(f->ds, &o, &in);
+		if (ZSTD_isError(ret)) {
+			if (f->bytes_in <= f->in_len && f->bytes_out == 0)
+				return inflate_fail(f, AP_E_BADMAGIC, "not an allocprof trace (not zstd-compressed)");
+			return inflate_fail(f, AP_E_CORRUPT, "corrupt compressed data near file offset %llu (%s)",
+			                    (unsigned long long)(f->bytes_in - f->in_len + f->in_pos),
+			                    ZSTD_getErrorName(ret));
+		}
+		f->in_pos = in.pos;
+		f->last_ret = ret;
+		f->bytes_out += o.pos;
+		if (o.pos)
+			return (long)o.pos;
+	}
+}
+
+/* Decompressing ahead: a thread of its own runs inflate_some into AHEAD_NBLK blocks in turn, so
+ * that zstd (a fifth to a third of the reading) runs beside the parsing. The blocks are copied
+ * into the parser's buffer (records straddle them): far cheaper than decompressing. */
+#define AHEAD_NBLK 4
+#define AHEAD_BLK (256u << 10)
+
+struct ahead {
+	struct inflater *src; /* the producer's alone until done is seen */
+	uint8_t *blk[AHEAD_NBLK];
+	size_t blen[AHEAD_NBLK];
+	unsigned wi, ri;      /* blocks handed over and taken */
+	bool done, stop;      /* the producer ended (src says how); the parser wants it to */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t thread;
+};
+
+static void *ahead_main(void *arg)
+{
+	struct ahead *a = arg;
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		while (a->wi - a->ri == AHEAD_NBLK && !a->stop)
+			pthread_cond_wait(&a->cv, &a->mu);
+		bool stop = a->stop;
+		pthread_mutex_unlock(&a->mu);
+		if (stop)
+			return NULL;
+		uint8_t *b = a->blk[a->wi % AHEAD_NBLK];
+		size_t n = 0;
+		long got = 1;
+		while (n < AHEAD_BLK && (got = inflate_some(a->src, b + n, AHEAD_BLK - n)) > 0)
+			n += (size_t)got;
+		pthread_mutex_lock(&a->mu);
+		a->blen[a->wi % AHEAD_NBLK] = n;
+		a->wi++;
+		a->done = got <= 0;
+		pthread_cond_broadcast(&a->cv);
+		pthread_mutex_unlock(&a->mu);
+		if (got <= 0)
+			return NULL;
+	}
+}
+
+static void ahead_free(struct ahead *a)
+{
+	pthread_mutex_destroy(&a->mu);
+	pthread_cond_destroy(&a->cv);
+	for (int i = 0; i < AHEAD_NBLK; i++)
+		free(a->blk[i]);
+	free(a);
+}
+
+/* Starts decompressing r->src ahead (r->ahead); if the thread cannot be made, fill() does it. */
+static void ahead_start(struct reader *r)
+{
+	struct ahead *a = ap_xcalloc(1, sizeof(*a));
+	a->src = &r->src;
+	for (int i = 0; i < AHEAD_NBLK; i++)
+		a->blk[i] = ap_xmalloc(AHEAD_BLK);
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->cv, NULL);
+	if (pthread_create(&a->thread, NULL, ahead_main, a) == 0)
+		r->ahead = a;
+	else
+		ahead_free(a);
+}
+
+static void ahead_end(struct reader *r)
+{
+	struct ahead *a = r->ahead;
+	pthread_mutex_lock(&a->mu);
+	a->stop = true;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	pthread_join(a->thread, NULL);
+	ahead_free(a);
+	r->ahead = NULL;
+}
+
+/* Room for n more bytes after the buffered ones. */
+static void buf_room(struct reader *r, size_t n)
+{
+	if (r->cap - r->len < n) {
+		r->cap = r->len + n > r->cap * 2 ? r->len + n : r->cap * 2;
+		r->buf = ap_xrealloc(r->buf, r->cap);
+		r->data = r->buf;
+	}
+}
+
+/* fill() from the thread decompressing ahead. */
+static int fill_ahead(struct reader *r)
+{
+	struct ahead *a = r->ahead;
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		while (a->wi == a->ri && !a->done)
+			pthread_cond_wait(&a->cv, &a->mu);
+		bool have = a->wi != a->ri;
+		pthread_mutex_unlock(&a->mu);
+		if (!have) {
+			/* Every block taken and the producer done: its state is final, and ours. */
+			r->res->bytes_in = r->src.bytes_in;
+			r->last_ret = r->src.last_ret;
+			if (r->src.err)
+				return fail(r, r->src.err, "%s", r->src.msg);
+			return 0;
+		}
+		unsigned i = a->ri % AHEAD_NBLK;
+		size_t n = a->blen[i];
+		buf_room(r, n);
+		memcpy(r->buf + r->len, a->blk[i], n);
+		r->len += n;
+		r->res->bytes_out += n;
+		pthread_mutex_lock(&a->mu);
+		a->ri++;
+		pthread_cond_broadcast(&a->cv);
+		pthread_mutex_unlock(&a->mu);
+		if (n)
+			return 1;
+	}
+}
+
 /* Makes more decompressed bytes available: 1 if some were added, 0 at the end of the input, or a
  * negated error. */
 static int fill(struct reader *r)
@@ -107,45 +293,17 @@ static int fill(struct reader *r)
 		r->offset += r->pos;
 		r->pos = 0;
 	}
-	size_t want = ZSTD_DStreamOutSize();
-	if (r->cap - r->len < want) {
-		r->cap = r->len + want > r->cap * 2 ? r->len + want : r->cap * 2;
-		r->buf = ap_xrealloc(r->buf, r->cap);
-		r->data = r->buf;
-	}
-	for (;;) {
-		if (r->in_pos == r->in_len && !r->in_eof) {
-			ssize_t n;
-			do
-				n = read(r->fd, r->in_owned, ZSTD_DStreamInSize());
-			while (n < 0 && errno == EINTR);
-			if (n < 0)
-				return fail(r, AP_E_IO, "read error: %s", strerror(errno));
-			if (n == 0)
-				r->in_eof = true;
-			r->in_len = (size_t)n;
-			r->in_pos = 0;
-			r->res->bytes_in += (uint64_t)n;
-		}
-		if (r->in_pos == r->in_len && r->in_eof)
-			return 0;
-		ZSTD_inBuffer in = {r->in, r->in_len, r->in_pos};
-		ZSTD_outBuffer out = {r->buf + r->len, r->cap - r->len, 0};
-		size_t ret = ZSTD_decompressStream(r->ds, &out, &in);
-		if (ZSTD_isError(ret)) {
-			if (r->res->bytes_in <= r->in_len && r->offset + r->len == 0)
-				return fail(r, AP_E_BADMAGIC, "not an allocprof trace (not zstd-compressed)");
-			return fail(r, AP_E_CORRUPT, "corrupt compressed data near file offset %llu (%s)",
-			            (unsigned long long)(r->res->bytes_in - r->in_len + r->in_pos),
-			            ZSTD_getErrorName(ret));
-		}
-		r->in_pos = in.pos;
-		r->last_ret = ret;
-		r->len += out.pos;
-		r->res->bytes_out += out.pos;
-		if (out.pos)
-			return 1;
-	}
+	if (r->ahead)
+		return fill_ahead(r);
+	buf_room(r, ZSTD_DStreamOutSize());
+	long got = inflate_some(&r->src, r->buf + r->len, r->cap - r->len);
+	r->res->bytes_in = r->src.bytes_in;
+	r->last_ret = r->src.last_ret;
+	if (got < 0)
+		return fail(r, r->src.err, "%s", r->src.msg);
+	r->len += (size_t)got;
+	r->res->bytes_out += (uint64_t)got;
+	return got > 0;
 }
 
 /* Ensures n bytes are buffered at r->pos: 1 yes, 0 the input ended first, or a negated error. */
@@ -166,7 +324,7 @@ struct cur {
 	bool bad;
 };
 
-static uint64_t cu(struct cur *c)
+static __attribute__((noinline)) uint64_t cu_slow(struct cur *c)
 {
 	uint64_t v;
 	if (c->bad || ap_get_varint(&c->p, c->end, &v)) {
@@ -176,7 +334,28 @@ static uint64_t cu(struct cur *c)
 	return v;
 }
 
-static uint32_t cu32(struct cur *c)
+/* A varint from c (0 and c->bad once the cursor went wrong). Inline for the common cases of one
+ * and two bytes: most fields of a chunk are that short (stamp deltas, sizes, stack ids, back
+ * references), and the chunks are most of a trace. */
+static inline __attribute__((always_inline)) uint64_t cu(struct cur *c)
+{
+	const uint8_t *p = c->p;
+	if (__builtin_expect(c->end - p >= 2 && !c->bad, 1)) {
+		uint64_t b0 = p[0];
+		if (b0 < 0x80) {
+			c->p = p + 1;
+			return b0;
+		}
+		uint64_t b1 = p[1];
+		if (b1 < 0x80) {
+			c->p = p + 2;
+			return (b0 & 0x7f) | b1 << 7;
+		}
+	}
+	return cu_slow(c);
+}
+
+static inline __attribute__((always_inline)) uint32_t cu32(struct cur *c)
 {
 	uint64_t v = cu(c);
 	if (v > UINT32_MAX)
@@ -227,7 +406,7 @@ static void sort_pending(struct reader *r)
 		r->scratch_cap = r->pending.cap;
 		r->scratch = ap_xmalloc(r->scratch_cap * sizeof(*r->scratch));
 	}
-	struct pending *a = r->pending.v, *b = r->scratch;
+	ap_event_rec *a = r->pending.v, *b = r->scratch;
 	for (;;) {
 		/* One pass: merge neighbouring runs pairwise from a into b. */
 		size_t runs = 0, i = 0;
@@ -250,7 +429,7 @@ static void sort_pending(struct reader *r)
 			i = hi;
 			runs++;
 		}
-		struct pending *t = a;
+		ap_event_rec *t = a;
 		a = b;
 		b = t;
 		if (runs == 1)
@@ -270,19 +449,16 @@ static void sort_pending(struct reader *r)
 /* Delivers the first n held events (sorted) and keeps the rest, still sorted. */
 static void deliver_n(struct reader *r, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		const struct pending *q = &r->pending.v[i];
-		ap_event ev = {.stamp = q->stamp, .tid = q->tid, .kind = q->kind, .api = q->api};
-		if (q->kind == AP_EV_LOST) {
-			ev.lost_allocs = q->size;
-			ev.lost_frees = q->addr;
-		} else {
-			ev.addr = q->addr;
-			ev.size = q->size;
-			ev.stack = q->stack;
-		}
-		if (r->ops->event)
+	if (r->pending.n > r->res->max_pending)
+		r->res->max_pending = r->pending.n;
+	if (r->ops->events) {
+		if (n)
+			r->ops->events(r->ops->ctx, r->pending.v, n);
+	} else if (r->ops->event) {
+		for (size_t i = 0; i < n; i++) {
+			ap_event ev = ap_event_from_rec(&r->pending.v[i]);
 			r->ops->event(r->ops->ctx, &ev);
+		}
 	}
 	size_t rest = r->pending.n - n;
 	memmove(r->pending.v, r->pending.v + n, rest * sizeof(*r->pending.v));
@@ -301,10 +477,9 @@ static void deliver(struct reader *r, uint64_t limit)
 	deliver_n(r, i);
 }
 
-static void hold(struct reader *r, const ap_event *ev)
+/* hold's rare cases: the array is full, or has reached the cap. */
+static __attribute__((noinline)) void hold_room(struct reader *r)
 {
-	if (ev->stamp < r->sync)
-		r->res->late_events++;
 	if (r->pending.n >= AP_MAX_PENDING) {
 		/* No SYNC for far longer than a round: deliver the older half now rather than hold
 		 * the whole trace. Order across that cut is no longer guaranteed, hence the flag. */
@@ -312,25 +487,32 @@ static void hold(struct reader *r, const ap_event *ev)
 		sort_pending(r);
 		deliver_n(r, r->pending.n / 2);
 	}
-	if (!r->pending.n)
-		r->pending_sorted = true;
-	else if (ev->stamp < r->pending.v[r->pending.n - 1].stamp)
-		r->pending_sorted = false;
-	bool lost = ev->kind == AP_EV_LOST;
-	struct pending p = {
-		.stamp = ev->stamp, .addr = lost ? ev->lost_frees : ev->addr,
-		.size = lost ? ev->lost_allocs : ev->size, .stack = ev->stack, .tid = ev->tid,
-		.kind = ev->kind, .api = ev->api,
-	};
 	if (r->pending.n == r->pending.cap) {
 		/* Grown by steps of 64 Ki events (2.5 MiB) rather than doubled: the array lasts the
 		 * whole read, so its size should follow the largest round, not the next power of 2. */
 		r->pending.cap += r->pending.cap < 65536 ? (r->pending.cap ? r->pending.cap : 1024) : 65536;
 		r->pending.v = ap_xrealloc(r->pending.v, r->pending.cap * sizeof(*r->pending.v));
 	}
-	r->pending.v[r->pending.n++] = p;
-	if (r->pending.n > r->res->max_pending)
-		r->res->max_pending = r->pending.n;
+}
+
+/* Inline: every event of a trace passes here. (max_pending is kept by deliver_n, the only place
+ * where the count goes down.) */
+static inline __attribute__((always_inline)) void hold(struct reader *r, const ap_event *ev)
+{
+	if (ev->stamp < r->sync)
+		r->res->late_events++;
+	if (__builtin_expect(r->pending.n >= AP_MAX_PENDING || r->pending.n == r->pending.cap, 0))
+		hold_room(r);
+	if (!r->pending.n)
+		r->pending_sorted = true;
+	else if (ev->stamp < r->pending.v[r->pending.n - 1].stamp)
+		r->pending_sorted = false;
+	bool lost = ev->kind == AP_EV_LOST;
+	r->pending.v[r->pending.n++] = (ap_event_rec){
+		.stamp = ev->stamp, .addr = lost ? ev->lost_frees : ev->addr,
+		.size = lost ? ev->lost_allocs : ev->size, .stack = ev->stack, .tid = ev->tid,
+		.kind = ev->kind, .api = ev->api,
+	};
 	r->res->events++;
 }
 
@@ -341,6 +523,103 @@ static int check_stack(struct reader *r, const ap_event *ev)
 		return fail(r, AP_E_CORRUPT, "corrupt trace: an event of thread %u refers to stack %u, "
 		            "which was never defined", ev->tid, ev->stack);
 	return 0;
+}
+
+/* Hands the folded blocks of one stack to the consumer and clears them. */
+static void pairs_flush(struct reader *r, uint32_t stack)
+{
+	struct pairsum *s = &r->sums[stack];
+	r->res->events += 2 * s->count;
+	r->ops->pairs(r->ops->ctx, stack, s->count, s->bytes);
+	s->count = s->bytes = 0;
+}
+
+static void pairs_flush_all(struct reader *r)
+{
+	for (size_t i = 0; i < r->nsums; i++)
+		if (r->sums[i].count)
+			pairs_flush(r, (uint32_t)i);
+}
+
+/* Room in sums for every stack id defined so far (events name no other: check_stack). */
+static void pairs_grow(struct reader *r)
+{
+	if (r->max_stack < r->nsums)
+		return;
+	size_t n = r->nsums;
+	while (n <= r->max_stack)
+		n *= 2;
+	r->sums = ap_xrealloc(r->sums, n * sizeof(*r->sums));
+	memset(r->sums + r->nsums, 0, (n - r->nsums) * sizeof(*r->sums));
+	r->nsums = n;
+}
+
+static inline void pairs_add(struct reader *r, uint32_t stack, uint64_t size)
+{
+	struct pairsum *s = &r->sums[stack];
+	if (__builtin_expect(s->bytes + size < s->bytes, 0))
+		pairs_flush(r, stack); /* the total would wrap: hand over what it holds first */
+	s->count++;
+	s->bytes += size;
+}
+
+/* Decides which of a chunk's ALLOC_LOCAL blocks to fold, from its tags and its stamps and backs
+ * sections (copies of the cursors: the main pass reads them again). r->marks gets one entry per
+ * ALLOC_LOCAL, in order: MARK_FOLD if the block is to be folded, which leaves out both its events
+ * and changes nothing but the alloc figures of its stack. So that nothing else changes:
+ *  - the last event of every chunk stays, and the chunk's stamps must increase strictly, so the
+ *    last event delivered (whose stamp is the trace's duration) is always one that stays;
+ *  - a realloc's free keeps its block for an UNFREE (a failed realloc) until the thread's next
+ *    realloc frees something: it is folded only if another realloc's FREE_BACK (whose block is
+ *    surely live) follows in the chunk before any UNFREE. A chain of reallocs growing a buffer
+ *    keeps only its last free of each chunk.
+ * false: fold nothing in this chunk (stamps that do not increase, or malformed backs, which the
+ * main pass then reports). */
+enum { MARK_OPEN = 0, MARK_FOLD = 1, MARK_KEEP = 2 };
+static bool fold_scan(struct reader *r, const uint8_t *tags, uint64_t n, uint64_t stamp,
+                      struct cur st, struct cur bk)
+{
+	/* Room for a mark per event, and in locals for the main pass, up front: this loop and the
+	 * main pass's folding then push without checks. n is bounded by the record's length. */
+	if (!ap_grow(&r->marks.v, &r->marks.cap, n, 1) ||
+	    !ap_grow(&r->locals.v, &r->locals.cap, n, sizeof(*r->locals.v)))
+		return false;
+	uint8_t *marks = r->marks.v;
+	size_t nm = 0;
+	size_t held = SIZE_MAX; /* the ALLOC_LOCAL whose block the latest realloc's free holds */
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t tag = tags[i];
+		if (tag & AP_TAG_STEP1) {
+			if (++stamp == 0)
+				return false;
+		} else {
+			uint64_t d = cu(&st); /* 0 once st is bad, which ends the scan below or after */
+			if ((d == 0 && i) || stamp + d < stamp)
+				return false;
+			stamp += d;
+		}
+		uint8_t kind = tag & AP_TAG_KIND_MASK;
+		if (kind == AP_EV_ALLOC_LOCAL) {
+			marks[nm++] = MARK_OPEN;
+		} else if (kind == AP_EV_FREE_BACK) {
+			/* k counts the chunk's ALLOC_LOCAL blocks, freed ones included */
+			uint64_t k = cu(&bk);
+			if (k == 0 || k > nm || marks[nm - k] != MARK_OPEN)
+				return false;
+			uint8_t api = tag >> 4;
+			bool realloc = api == AP_API_REALLOC || api == AP_API_REALLOCARRAY;
+			if (realloc) {
+				if (held != SIZE_MAX)
+					marks[held] = MARK_FOLD; /* its hold ends here */
+				held = nm - k;
+			}
+			marks[nm - k] = i + 1 < n && !realloc ? MARK_FOLD : MARK_KEEP;
+		} else if (kind == AP_EV_UNFREE) {
+			held = SIZE_MAX; /* may bring the block back: it stays */
+		}
+	}
+	r->marks.n = nm;
+	return !st.bad;
 }
 
 /* Version 2: sections of fields (see trace.h). Each section is a cursor of its own; all must end
@@ -375,6 +654,7 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 	}
 	struct cur *st = &sec[0], *ad = &sec[1], *bk = &sec[2], *in = &sec[3], *ot = &sec[4];
 	r->locals.n = 0;
+	bool fold = r->fold && fold_scan(r, tags, n, stamp, *st, *bk);
 	for (uint64_t i = 0; i < n; i++) {
 		uint8_t tag = tags[i];
 		ev.kind = tag & AP_TAG_KIND_MASK;
@@ -391,8 +671,19 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 				ev.addr = addr;
 			} else {
 				ev.addr = r->next_local++;
-				AP_VEC_PUSH(r->locals, ev.addr);
 				ev.kind = AP_EV_ALLOC;
+				if (fold && r->marks.v[r->locals.n] == MARK_FOLD) {
+					ev.size = cu(in);
+					ev.stack = cu32(in);
+					if (in->bad)
+						break;
+					if (ev.stack > r->max_stack)
+						return check_stack(r, &ev);
+					r->locals.v[r->locals.n++] = AP_LOCAL_FOLDED; /* room: fold_scan */
+					pairs_add(r, ev.stack, ev.size);
+					continue;
+				}
+				AP_VEC_PUSH(r->locals, ev.addr);
 			}
 			ev.size = cu(in);
 			ev.stack = cu32(in);
@@ -413,6 +704,8 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 				            "to an allocation the chunk does not hold", ev.tid);
 			ev.addr = r->locals.v[r->locals.n - k];
 			r->locals.v[r->locals.n - k] = 0;
+			if (ev.addr == AP_LOCAL_FOLDED)
+				continue; /* counted with its allocation */
 			ev.kind = AP_EV_FREE;
 			break;
 		}
@@ -535,6 +828,13 @@ static int rec_header(struct reader *r, struct cur *c)
 		h.argc = r->argv.n;
 		if (r->ops->header)
 			r->ops->header(r->ops->ctx, &h);
+		if (!r->fold_asked && r->ops->pairs && r->ops->want_pairs && r->ops->want_pairs(r->ops->ctx)) {
+			r->fold = true;
+			r->nsums = 64;
+			r->sums = ap_xcalloc(r->nsums, sizeof(*r->sums));
+			pairs_grow(r);
+		}
+		r->fold_asked = true;
 	}
 	for (size_t i = 0; i < r->argv.n; i++)
 		free((void *)r->argv.v[i]);
@@ -605,6 +905,8 @@ static int rec_stack(struct reader *r, struct cur *c)
 	r->nstacks++;
 	if (s.id > r->max_stack)
 		r->max_stack = s.id;
+	if (r->fold)
+		pairs_grow(r);
 	s.nframes = (uint32_t)n;
 	s.frames = r->frames.v;
 	if (r->ops->stack)
@@ -778,13 +1080,15 @@ static int read_records(struct reader *r)
 }
 
 /* Reads everything from the source set up in r, then releases what r holds. */
-static int run(struct reader *r)
+static int run(struct reader *r, bool ahead)
 {
 	int ret = 0;
 	if (!r->raw) {
-		r->ds = ZSTD_createDStream();
-		if (!r->ds)
+		r->src.ds = ZSTD_createDStream();
+		if (!r->src.ds)
 			ret = fail(r, AP_E_NOMEM, "out of memory");
+		else if (ahead)
+			ahead_start(r);
 	}
 	if (!ret)
 		ret = read_magic(r);
@@ -792,13 +1096,17 @@ static int run(struct reader *r)
 		ret = read_records(r);
 	if (!ret) {
 		deliver(r, UINT64_MAX);
+		if (r->fold)
+			pairs_flush_all(r);
 		if (r->last_ret != 0 || r->len != r->pos)
 			r->res->truncated = true;
 	}
-	if (r->fd >= 0)
-		close(r->fd);
-	ZSTD_freeDStream(r->ds);
-	free(r->in_owned);
+	if (r->ahead)
+		ahead_end(r);
+	if (r->src.fd >= 0)
+		close(r->src.fd);
+	ZSTD_freeDStream(r->src.ds);
+	free(r->src.in_owned);
 	free(r->buf);
 	AP_VEC_FREE(r->pending);
 	free(r->scratch);
@@ -806,37 +1114,40 @@ static int run(struct reader *r)
 	AP_VEC_FREE(r->segs);
 	AP_VEC_FREE(r->argv);
 	AP_VEC_FREE(r->locals);
+	free(r->sums);
+	AP_VEC_FREE(r->marks);
 	return ret;
 }
 
 int ap_read_trace(const char *path, const ap_reader_ops *ops, ap_read_result *res)
 {
 	memset(res, 0, sizeof(*res));
-	struct reader r = {.path = path, .ops = ops, .res = res, .fd = -1, .next_local = AP_LOCAL_KEY_BASE};
-	r.fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (r.fd < 0)
+	struct reader r = {.path = path, .ops = ops, .res = res, .src.fd = -1, .next_local = AP_LOCAL_KEY_BASE};
+	r.src.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (r.src.fd < 0)
 		return fail(&r, AP_E_IO, "%s", strerror(errno));
-	r.in_owned = ap_xmalloc(ZSTD_DStreamInSize());
-	r.in = r.in_owned;
-	return run(&r);
+	r.src.in_owned = ap_xmalloc(ZSTD_DStreamInSize());
+	r.src.in = r.src.in_owned;
+	return run(&r, ops->decompress_ahead);
 }
 
 int ap_read_trace_mem(const char *name, const void *data, size_t len, bool compressed,
                       const ap_reader_ops *ops, ap_read_result *res)
 {
 	memset(res, 0, sizeof(*res));
-	struct reader r = {.path = name, .ops = ops, .res = res, .fd = -1, .raw = !compressed,
+	struct reader r = {.path = name, .ops = ops, .res = res, .src.fd = -1, .raw = !compressed,
 	                   .next_local = AP_LOCAL_KEY_BASE};
 	res->bytes_in = len;
 	if (compressed) {
-		r.in = data;
-		r.in_len = len;
-		r.in_eof = true;
+		r.src.in = data;
+		r.src.in_len = len;
+		r.src.in_eof = true;
+		r.src.bytes_in = len;
 	} else {
 		/* The stream is read in place: data, len and pos describe it as fill() would. */
 		r.data = data;
 		r.len = len;
 		res->bytes_out = len;
 	}
-	return run(&r);
+	return run(&r, false);
 }

@@ -33,6 +33,28 @@ typedef struct ap_event {
 	uint64_t lost_allocs, lost_frees; /* LOST */
 } ap_event;
 
+/* An event as the reader holds it until it can be delivered (40 bytes): ap_event without LOST's
+ * counts, which ride in fields LOST does not use (addr = lost frees, size = lost allocs). */
+typedef struct ap_event_rec {
+	uint64_t stamp, addr, size;
+	uint32_t stack, tid;
+	uint8_t kind, api;
+} ap_event_rec;
+
+static inline ap_event ap_event_from_rec(const ap_event_rec *q)
+{
+	ap_event e = {.stamp = q->stamp, .tid = q->tid, .kind = q->kind, .api = q->api};
+	if (q->kind == AP_EV_LOST) {
+		e.lost_allocs = q->size;
+		e.lost_frees = q->addr;
+	} else {
+		e.addr = q->addr;
+		e.size = q->size;
+		e.stack = q->stack;
+	}
+	return e;
+}
+
 typedef struct ap_stack_rec {
 	uint32_t id, generation, flags, nframes;
 	const uint64_t *frames; /* return addresses, innermost first */
@@ -59,7 +81,22 @@ typedef struct ap_reader_ops {
 	void (*unload)(void *ctx, uint32_t module_id, uint32_t new_generation);
 	void (*stack)(void *ctx, const ap_stack_rec *s);
 	void (*event)(void *ctx, const ap_event *e);
+	/* Optional, in place of event: the same events, in the same order, n at a time. */
+	void (*events)(void *ctx, const ap_event_rec *v, size_t n);
 	void (*clock)(void *ctx, uint64_t stamp, uint64_t monotonic_ns);
+	/* Optional, together: blocks allocated and freed within one chunk as per-stack totals
+	 * instead of two events each (most of a single-threaded trace's events). Asked once, after
+	 * the header callback; if want_pairs says yes, some such blocks are never delivered as
+	 * events and pairs reports them instead: count blocks of stack totalling bytes, any number
+	 * of times per stack, at any point of the read (the last time after the last event). Only
+	 * for a consumer that needs end-of-trace totals, not the moment of each event: the pairs
+	 * left out are those that change nothing else (not the last event of their chunk, not
+	 * freed by a realloc, in a chunk whose stamps increase), so the last event delivered and
+	 * every live block are the same as without folding. */
+	bool (*want_pairs)(void *ctx);
+	void (*pairs)(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes);
+	/* ap_read_trace: decompress in a thread of its own, ahead of the parsing. */
+	bool decompress_ahead;
 } ap_reader_ops;
 
 typedef struct ap_read_result {

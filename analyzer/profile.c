@@ -94,28 +94,65 @@ static inline void block_release(ap_profile *p, uint32_t i)
 	p->free_block = i;
 }
 
-/* Adds (sign 1) or removes (sign -1) block b from its site's inuse figures and the totals. */
-static inline __attribute__((always_inline)) void inuse_add(ap_profile *p, const struct ap_live *b, double sign)
+/* A live block as the live map (and last_free) keep it, 0 for none. Without an observer, which
+ * is told block indexes, its size and site are packed in the map's value itself (LIVE_PACKED
+ * set), so that a free reads one cache line, the map's slot, rather than also the block's entry
+ * (and an allocation pops no free list); else, or when they do not fit, the index of its entry
+ * in p->blocks. */
+#define LIVE_PACKED (1ull << 63)
+
+static inline __attribute__((always_inline)) uint64_t live_new(ap_profile *p, uint64_t size, uint32_t site_id)
 {
-	ap_site *s = &p->sites.v[b->site];
-	double w = sign * weight(p, b->size);
+	if (p->pack && size <= UINT32_MAX && site_id < (1u << 31))
+		return LIVE_PACKED | (uint64_t)site_id << 32 | size;
+	return block_new(p, size, site_id);
+}
+
+static inline uint64_t live_size(const ap_profile *p, uint64_t v)
+{
+	return v & LIVE_PACKED ? (uint32_t)v : p->blocks.v[v].size;
+}
+
+static inline uint32_t live_site(const ap_profile *p, uint64_t v)
+{
+	return v & LIVE_PACKED ? (uint32_t)(v >> 32) & ~(1u << 31) : p->blocks.v[v].site;
+}
+
+static inline void live_release(ap_profile *p, uint64_t v)
+{
+	if (!(v & LIVE_PACKED))
+		block_release(p, (uint32_t)v);
+}
+
+/* What the observer is told: the block's index (packed blocks exist only without one). */
+static inline uint32_t live_block(uint64_t v)
+{
+	return v & LIVE_PACKED ? 0 : (uint32_t)v;
+}
+
+/* Adds (sign 1) or removes (sign -1) block v from its site's inuse figures and the totals. */
+static inline __attribute__((always_inline)) void inuse_add(ap_profile *p, uint64_t v, double sign)
+{
+	uint64_t size = live_size(p, v);
+	ap_site *s = &p->sites.v[live_site(p, v)];
+	double w = sign * weight(p, size);
 	s->v[AP_M_INUSE_OBJECTS] += w;
-	s->v[AP_M_INUSE_SPACE] += w * (double)b->size;
+	s->v[AP_M_INUSE_SPACE] += w * (double)size;
 	p->inuse_objects += w;
-	p->inuse_space += w * (double)b->size;
+	p->inuse_space += w * (double)size;
 }
 
 /* Takes the block at addr off the live set and off its site's inuse figures; 0 if unknown. */
-static inline __attribute__((always_inline)) uint32_t take_live(ap_profile *p, uint64_t addr)
+static inline __attribute__((always_inline)) uint64_t take_live(ap_profile *p, uint64_t addr)
 {
-	uint64_t bi;
-	if (!ap_map_del(&p->live, addr + 1, &bi)) /* +1: address 0 is a valid key */
+	uint64_t v;
+	if (!ap_map_del(&p->live, addr + 1, &v)) /* +1: address 0 is a valid key */
 		return 0;
-	inuse_add(p, &p->blocks.v[bi], -1);
-	return (uint32_t)bi;
+	inuse_add(p, v, -1);
+	return v;
 }
 
-static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64_t addr, uint32_t bi)
+static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64_t addr, uint64_t v)
 {
 	bool added;
 	uint64_t *slot = ap_map_put(&p->live, addr + 1, &added);
@@ -123,11 +160,11 @@ static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64
 		/* A block allocated twice without a free between: its free was not recorded. Drop
 		 * the older one from inuse, and count the anomaly. */
 		p->double_allocs++;
-		inuse_add(p, &p->blocks.v[*slot], -1);
-		block_release(p, (uint32_t)*slot);
+		inuse_add(p, *slot, -1);
+		live_release(p, *slot);
 	}
-	*slot = bi;
-	inuse_add(p, &p->blocks.v[bi], 1);
+	*slot = v;
+	inuse_add(p, v, 1);
 }
 
 /* --at: keeps the sites' inuse figures of the moment asked for; ap_profile_load_ex puts them
@@ -161,35 +198,36 @@ static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap
 		double w = weight(p, e->size);
 		s->v[AP_M_ALLOC_OBJECTS] += w;
 		s->v[AP_M_ALLOC_SPACE] += w * (double)e->size;
-		blk = block_new(p, e->size, e->stack);
-		put_live(p, e->addr, blk);
+		uint64_t v = live_new(p, e->size, e->stack);
+		blk = live_block(v);
+		put_live(p, e->addr, v);
 		break;
 	}
 	case AP_EV_FREE: {
-		uint32_t bi = take_live(p, e->addr);
-		if (!bi) {
+		uint64_t v = take_live(p, e->addr);
+		if (!v) {
 			p->unknown_frees++;
 			break;
 		}
-		blk = bi;
+		blk = live_block(v);
 		if (e->api == AP_API_REALLOC || e->api == AP_API_REALLOCARRAY) {
 			/* Kept until this thread's next free of a realloc, in case the realloc failed
 			 * and an UNFREE brings the block back. */
 			bool added;
 			uint64_t *held = ap_map_put(&p->last_free, (uint64_t)e->tid + 1, &added);
 			if (!added && *held)
-				block_release(p, (uint32_t)*held);
-			*held = bi;
+				live_release(p, *held);
+			*held = v;
 			break;
 		}
-		block_release(p, bi);
+		live_release(p, v);
 		break;
 	}
 	case AP_EV_UNFREE: {
 		uint64_t *held = ap_map_get(&p->last_free, (uint64_t)e->tid + 1);
 		if (held && *held) {
-			blk = (uint32_t)*held;
-			put_live(p, e->addr, blk);
+			blk = live_block(*held);
+			put_live(p, e->addr, *held);
 			*held = 0;
 		}
 		break;
@@ -206,9 +244,71 @@ static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap
 		at_snapshot(p, p->events - 1, e->stamp);
 }
 
-static void on_event(void *ctx, const ap_event *e)
+/* Items of a batch that are not events (the replay thread's queue, below): kinds past those
+ * of events. */
+enum { QK_STACK = 0x80, QK_CLOCK = 0x81, QK_PAIRS = 0x82 };
+static void apply_queued(ap_profile *p, const ap_event_rec *x);
+
+/* How many events ahead the replay asks the cache for the live map's slot of an address (and an
+ * allocation's site): a trace's addresses are random and a big live set's map is larger than the
+ * cache, so each lookup would wait for memory (python3 trace: 0.60 -> 0.50 s; 8, 16 and 32 do
+ * about as well). always_inline, here and in ap_map_prefetch: with plain inline, GCC 12 at -O2
+ * dropped the prefetches altogether (the calls vanish in its interprocedural passes). */
+#define PREFETCH_AHEAD 16
+static inline __attribute__((always_inline)) void prefetch(const ap_profile *p, const ap_event_rec *x)
 {
-	replay(ctx, e);
+	if (x->kind == AP_EV_ALLOC || x->kind == AP_EV_FREE)
+		ap_map_prefetch(&p->live, x->addr + 1);
+	if (x->kind == AP_EV_ALLOC && x->stack < p->sites.n)
+		__builtin_prefetch(&p->sites.v[x->stack]);
+}
+
+/* Applies n events (and, from the replay thread's queue, the other items) in order. */
+static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (i + PREFETCH_AHEAD < n)
+			prefetch(p, &v[i + PREFETCH_AHEAD]);
+		if (__builtin_expect(v[i].kind >= QK_STACK, 0)) {
+			apply_queued(p, &v[i]);
+			continue;
+		}
+		ap_event e = ap_event_from_rec(&v[i]);
+		replay(p, &e);
+	}
+}
+
+static void on_events(void *ctx, const ap_event_rec *v, size_t n)
+{
+	replay_batch(ctx, v, n);
+}
+
+/* Whether the reader may fold blocks allocated and freed within a chunk into per-stack totals
+ * (on_pairs): when only the end of the trace counts (no observer, no --at) and every allocation
+ * was recorded. Then a pair adds exactly 1 and its size to its stack's alloc figures in any
+ * order (integers, exact in a double below 2^53), and leaves the inuse ones as they were. In
+ * sampled mode the weights are fractions whose sums depend on the order of the additions. */
+static bool fold_wanted(const ap_profile *p)
+{
+	return !p->opts.observe && p->opts.at == AP_AT_END && !p->sample_bytes;
+}
+
+static bool on_want_pairs(void *ctx)
+{
+	return fold_wanted(ctx);
+}
+
+static void apply_pairs(ap_profile *p, uint32_t stack, uint64_t count, uint64_t bytes)
+{
+	ap_site *s = site(p, stack);
+	s->v[AP_M_ALLOC_OBJECTS] += (double)count;
+	s->v[AP_M_ALLOC_SPACE] += (double)bytes;
+	p->events += 2 * count;
+}
+
+static void on_pairs(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes)
+{
+	apply_pairs(ctx, stack, count, bytes);
 }
 
 static void on_header(void *ctx, const ap_header *h)
@@ -288,7 +388,7 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
 /* ---- the replay thread ------------------------------------------------------------------------- */
 
 /* Reading a file, the decoder (this thread) and the replay (a thread of its own) run side by
- * side: the decoder's callbacks append what they are given to batches, which the replay thread
+ * side, and the decoder's zstd in a third (decompress_ahead): the decoder's callbacks append what they are given to batches, which the replay thread
  * applies in the same order as the single-threaded load would, so every figure is the same.
  * The replay thread alone touches what the replay builds (sites, blocks, the live set, clock
  * points, the observer's state) while the pipe runs; the decoder's thread keeps the symbols
@@ -297,21 +397,25 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
 #define PIPE_BATCH 8192
 #define PIPE_NBUF 32
 
-/* A queued item: an event (ap_event without its LOST-only fields, which ride in addr and size),
- * or one of these kinds. */
-enum { QK_STACK = 0x80, QK_CLOCK = 0x81 };
-struct qev {
-	uint64_t stamp, addr, size; /* QK_STACK: addr = frames (owned), size = flags << 32 | nframes;
-	                             * QK_CLOCK: addr = monotonic ns */
-	uint32_t stack, tid;        /* QK_STACK: id, generation */
-	uint8_t kind, api;
-};
+/* A queued item is an event as the reader holds it, or one of the QK_ kinds: QK_STACK: stack =
+ * id, tid = generation, addr = frames (owned), size = flags << 32 | nframes; QK_CLOCK: addr =
+ * monotonic ns; QK_PAIRS: addr = count, size = bytes. */
+static void apply_queued(ap_profile *p, const ap_event_rec *x)
+{
+	if (x->kind == QK_STACK)
+		define_site(p, x->stack, x->tid, (uint32_t)(x->size >> 32), (uint32_t)x->size,
+		            (uint64_t *)(uintptr_t)x->addr);
+	else if (x->kind == QK_PAIRS)
+		apply_pairs(p, x->stack, x->addr, x->size);
+	else
+		on_clock(p, x->stamp, x->addr);
+}
 
 typedef struct ap_pipe {
 	ap_profile *p;
-	struct qev *buf[PIPE_NBUF];
+	ap_event_rec *buf[PIPE_NBUF];
 	size_t len[PIPE_NBUF];
-	struct qev *cur; /* the batch being filled (buf[wi % PIPE_NBUF]) and its length */
+	ap_event_rec *cur; /* the batch being filled (buf[wi % PIPE_NBUF]) and its length */
 	size_t n;
 	unsigned wi, ri;
 	pthread_mutex_t mu;
@@ -342,27 +446,7 @@ static void *pipe_replay(void *arg)
 		}
 		pthread_mutex_unlock(&q->mu);
 		unsigned b = q->ri % PIPE_NBUF;
-		const struct qev *x = q->buf[b], *end = x + q->len[b];
-		for (; x < end; x++) {
-			if (__builtin_expect(x->kind >= QK_STACK, 0)) {
-				if (x->kind == QK_STACK)
-					define_site(p, x->stack, x->tid, (uint32_t)(x->size >> 32), (uint32_t)x->size,
-					            (uint64_t *)(uintptr_t)x->addr);
-				else
-					on_clock(p, x->stamp, x->addr);
-				continue;
-			}
-			ap_event e = {.stamp = x->stamp, .tid = x->tid, .kind = x->kind, .api = x->api};
-			if (x->kind == AP_EV_LOST) {
-				e.lost_allocs = x->size;
-				e.lost_frees = x->addr;
-			} else {
-				e.addr = x->addr;
-				e.size = x->size;
-				e.stack = x->stack;
-			}
-			replay(p, &e);
-		}
+		replay_batch(p, q->buf[b], q->len[b]);
 		pthread_mutex_lock(&q->mu);
 		q->ri++;
 		q->filled--;
@@ -413,29 +497,30 @@ static void pipe_drain(ap_pipe *q)
 	pthread_mutex_unlock(&q->mu);
 }
 
-static inline struct qev *pipe_slot(ap_pipe *q)
+static inline ap_event_rec *pipe_slot(ap_pipe *q)
 {
 	if (__builtin_expect(q->n == PIPE_BATCH, 0))
 		pipe_flush(q);
 	return &q->cur[q->n++];
 }
 
-static void pipe_event(void *ctx, const ap_event *e)
+static void pipe_events(void *ctx, const ap_event_rec *v, size_t n)
 {
-	struct qev *x = pipe_slot(ctx);
-	bool lost = e->kind == AP_EV_LOST;
-	x->stamp = e->stamp;
-	x->addr = lost ? e->lost_frees : e->addr;
-	x->size = lost ? e->lost_allocs : e->size;
-	x->stack = e->stack;
-	x->tid = e->tid;
-	x->kind = e->kind;
-	x->api = e->api;
+	ap_pipe *q = ctx;
+	while (n) {
+		if (q->n == PIPE_BATCH)
+			pipe_flush(q);
+		size_t m = PIPE_BATCH - q->n < n ? PIPE_BATCH - q->n : n;
+		memcpy(q->cur + q->n, v, m * sizeof(*v));
+		q->n += m;
+		v += m;
+		n -= m;
+	}
 }
 
 static void pipe_stack(void *ctx, const ap_stack_rec *r)
 {
-	struct qev *x = pipe_slot(ctx);
+	ap_event_rec *x = pipe_slot(ctx);
 	x->kind = QK_STACK;
 	x->stack = r->id;
 	x->tid = r->generation;
@@ -445,10 +530,25 @@ static void pipe_stack(void *ctx, const ap_stack_rec *r)
 
 static void pipe_clock(void *ctx, uint64_t stamp, uint64_t ns)
 {
-	struct qev *x = pipe_slot(ctx);
+	ap_event_rec *x = pipe_slot(ctx);
 	x->kind = QK_CLOCK;
 	x->stamp = stamp;
 	x->addr = ns;
+}
+
+static void pipe_pairs(void *ctx, uint32_t stack, uint64_t count, uint64_t bytes)
+{
+	ap_event_rec *x = pipe_slot(ctx);
+	x->kind = QK_PAIRS;
+	x->stack = stack;
+	x->addr = count;
+	x->size = bytes;
+}
+
+/* Asked right after pipe_header, which applied the header with the replay thread waiting. */
+static bool pipe_want_pairs(void *ctx)
+{
+	return fold_wanted(((ap_pipe *)ctx)->p);
 }
 
 static void pipe_header(void *ctx, const ap_header *h)
@@ -485,7 +585,7 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 	ap_pipe *q = ap_xcalloc(1, sizeof(*q));
 	q->p = p;
 	for (int i = 0; i < PIPE_NBUF; i++)
-		q->buf[i] = ap_xmalloc(PIPE_BATCH * sizeof(struct qev));
+		q->buf[i] = ap_xmalloc(PIPE_BATCH * sizeof(ap_event_rec));
 	q->cur = q->buf[0];
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->filled_cv, NULL);
@@ -499,8 +599,11 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 			.module = pipe_module,
 			.unload = pipe_unload,
 			.stack = pipe_stack,
-			.event = pipe_event,
+			.events = pipe_events,
 			.clock = pipe_clock,
+			.want_pairs = pipe_want_pairs,
+			.pairs = pipe_pairs,
+			.decompress_ahead = true,
 		};
 		err = ap_read_trace(path, &ops, &p->rr);
 		/* The last batch is handed over before done is set: the replay thread stops once it
@@ -543,6 +646,7 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 {
 	memset(p, 0, sizeof(*p));
 	p->opts = o ? *o : default_opts; /* ap_profile_load_ex: --at, observers */
+	p->pack = !p->opts.observe;
 	p->at_event_index = UINT64_MAX;
 	p->path = path;
 	p->syms = ap_symbols_new(sym_warn, p);
@@ -559,8 +663,10 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 		.module = on_module,
 		.unload = on_unload,
 		.stack = on_stack,
-		.event = on_event,
+		.events = on_events,
 		.clock = on_clock,
+		.want_pairs = on_want_pairs,
+		.pairs = on_pairs,
 	};
 	int err;
 	bool piped = false;

@@ -71,10 +71,11 @@ typedef struct ap_profile {
 	uint32_t clock;
 	bool have_header;
 	AP_VEC(ap_site) sites; /* indexed by stack id; [0] = "no stack" */
-	ap_map live;           /* address -> index in live_blocks */
+	ap_map live;           /* address -> the block (an index in blocks, or packed: profile.c) */
 	AP_VEC(struct ap_live) blocks;
 	uint32_t free_block;   /* head of the free list in blocks, 0 = none (index 0 unused) */
-	ap_map last_free;      /* tid -> block index held back for a possible UNFREE */
+	bool pack;             /* blocks packed in the live map's values (no observer) */
+	ap_map last_free;      /* tid -> block held back for a possible UNFREE (as in live) */
 	uint64_t unknown_frees, realloc_of_unknown, double_allocs, lost_allocs, lost_frees;
 	uint64_t events, first_stamp, last_stamp;
 	AP_VEC(struct ap_clockpt) clock_pts;

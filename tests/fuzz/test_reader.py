@@ -13,7 +13,8 @@ segments or arguments); stacks never defined, frees before allocations, addresse
 whose sums overflow, saturating LOST counts, thousands of threads; module records naming
 /dev/zero, a FIFO, /dev/stdin, a directory and a huge sparse file (the symbolizer must open only
 regular files); 100,000 modules loaded and unloaded and deeply nested module ranges (must stay
-fast); a trace without SYNC records (the held events must stay bounded).
+fast); a trace without SYNC records (the held events must stay bounded); blocks summed per chunk
+instead of replayed give the figures of a full replay.
 """
 import json
 import os
@@ -292,6 +293,70 @@ def test_format2(t, r):
        ('add up',))
 
 
+def test_fold(t, r, real):
+    """Blocks allocated and freed within a chunk are summed per stack rather than replayed when
+    only the end of the trace counts (decode.c's fold_scan); `--at event:N` past the end replays
+    every event and must give the same figures, duration included. The cases are those the
+    reader must not fold: a realloc's free that an UNFREE undoes, a pair ending its chunk (the
+    trace's last event sets the duration), stamps that repeat or wrap; and a realloc chain, whose
+    frees it folds but the last."""
+    L, B, A, M = tg.EV_ALLOC_LOCAL, tg.EV_FREE_BACK, tg.EV_ALLOC, tg.EV_FREE
+    U, R = tg.EV_UNFREE, tg.API_REALLOC
+
+    def top(path, *extra):
+        out = {}
+        for fmt in ('--json', None):
+            argv = [t.allocprof, 'top', '-n', '1000'] + ([fmt] if fmt else []) + list(extra) + [path]
+            p = subprocess.run(argv, env=t.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=TIMEOUT, cwd=t.tmp)
+            if p.returncode != 0:
+                t.fail('%s: exit %d\n%s' % (' '.join(argv), p.returncode, clip(p.stderr, 800)))
+                return None
+            if fmt:
+                j = json.loads(p.stdout.decode())
+                out['json'] = (j['total'], j['rows'], j['trace']['events'], j['trace']['unknown_frees'])
+            else:
+                out['duration'] = [l for l in p.stdout.decode().splitlines() if l.startswith('Duration')]
+        return out
+
+    def same(label, data):
+        path = r.write('fold-%s.trace' % label.replace(' ', '-'), data) if isinstance(data, bytes) else data
+        folded, replayed = top(path), top(path, '--at', 'event:%d' % 10 ** 15)
+        if folded is None or replayed is None:
+            return None
+        t.check_eq('fold %s: figures' % label, folded['json'], replayed['json'])
+        t.check_eq('fold %s: duration' % label, folded['duration'], replayed['duration'])
+        return folded['json'][0]
+
+    def v2(*chunks, clocks=((0, 1000), (100, 101000))):
+        recs = base_records() + [tg.clock(s, ns) for s, ns in clocks] + list(chunks)
+        return stream(recs, tg.sync(10 ** 6), tg.end(), version=2)
+
+    same('real trace', r.write('fold-real.trace', real))
+    # A realloc's free of a local block, undone: the block lives on at the UNFREE's address.
+    tot = same('realloc undone', v2(tg.chunk2(1, [(L, 1, 8, 1), (L, 2, 16, 2), (B, 3, 1, R), (U, 4, 0x4000, R),
+                                                  (B, 5, 2), (A, 6, 0x10, 1, 1), (L, 7, 4, 1), (B, 8, 1)])))
+    if tot:
+        t.check_eq('fold realloc undone: inuse_space', tot['inuse_space'], 16 + 1)
+        t.check_eq('fold realloc undone: alloc_objects', tot['alloc_objects'], 4)
+    # A buffer grown by realloc: each free is folded once the next one ends its hold, except
+    # when an UNFREE comes first.
+    tot = same('realloc chain', v2(tg.chunk2(1, [(L, 1, 8, 1), (B, 2, 1, R), (L, 3, 16, 1, R), (B, 4, 1, R),
+                                                 (L, 5, 24, 1, R), (U, 6, 0x4000, R), (B, 7, 1, R), (L, 8, 32, 1, R),
+                                                 (B, 9, 1, R), (L, 10, 40, 1, R), (A, 11, 0x10, 1, 1)])))
+    if tot:
+        t.check_eq('fold realloc chain: inuse_space', tot['inuse_space'], 16 + 40 + 1)
+    # The trace's last event is a pair's free: it sets the duration.
+    same('last event', v2(tg.chunk2(1, [(L, 10, 8, 1), (L, 11, 16, 1), (B, 12, 1), (B, 40, 2)])))
+    same('last event of each chunk', v2(tg.chunk2(1, [(L, 10, 8, 1), (L, 11, 16, 1), (B, 12, 1), (B, 13, 2)]),
+                                        tg.chunk2(2, [(L, 5, 8, 2), (B, 60, 1)])))
+    # Stamps that repeat, within a chunk and across threads, or wrap around: order decides.
+    same('equal stamps', v2(tg.chunk2(1, [(L, 20, 8, 1), (L, 20, 16, 1), (B, 20, 1), (B, 21, 2), (A, 22, 0x10, 1, 1)]),
+                            tg.chunk2(2, [(L, 20, 32, 2), (B, 20, 1), (M, 21, 0x10), (A, 23, 0x20, 2, 2)])))
+    same('stamps wrap', v2(tg.chunk2(1, [(L, 30, 8, 1), (L, tg.U64, 16, 1), (B, tg.U64 + 5, 1), (B, tg.U64 + 6, 2),
+                                         (A, tg.U64 + 7, 0x10, 1, 1)], base_stamp=30)))
+
+
 def test_module_paths(t, r):
     """Module records naming files that are not regular files: no hang, a warning, the rest works."""
     fifo = os.path.join(t.tmp, 'fifo')
@@ -387,7 +452,7 @@ def main():
     real = tg.decompress(trace)
     if not real.startswith(tg.MAGIC):
         t.abort('the recorded trace does not decompress to a stream')
-    for f in (test_cuts, test_flips, test_version, test_empty_stack_table):
+    for f in (test_cuts, test_flips, test_version, test_empty_stack_table, test_fold):
         f(t, r, real)
     for f in (test_huge, test_semantics, test_format2, test_module_paths, test_scale, test_no_sync):
         f(t, r)
