@@ -8,9 +8,10 @@
  * the real functions. Calls made while resolving are served from a static pool and recognised
  * when freed; events before the constructor are buffered and written once the file is open.
  *
- * Re-entrancy: ap_hot.guard is set for the whole of a hook. A nested call (a signal handler that
- * allocates while this thread is inside the shim, or a library we call that allocates) goes
- * straight to the real allocator; from a hook it is counted as lost, so the analyzer can say so.
+ * Re-entrancy: ap_hot.guard is set for the whole of a general-path hook. A nested call (a signal
+ * handler that allocates while this thread is inside the shim, or a library we call that
+ * allocates) goes straight to the real allocator; from a hook it is counted as lost, so the
+ * analyzer can say so. Sampled mode's fast paths set no guard (see below).
  */
 #include "events.h"
 #include "sampler.h"
@@ -219,9 +220,9 @@ static inline __attribute__((always_inline)) bool record_free(int api, void *p)
 /*
  * Sampled mode's fast paths (below): an allocation that is not sampled (its weight is below the
  * thread's countdown) and a free of a block that was not (its filter bucket is 0) are only
- * counted; everything else takes the general path, a tail call away. ap_hot.sample_left is
- * non-zero only in sampled mode, once this thread has a record (its counters are summed) and the
- * last general-path call found tracing on.
+ * counted; everything else takes the general path, a tail call away. The countdown is armed
+ * (ap_sample_armed) only in sampled mode, once this thread has a record (its counters are summed)
+ * and the last general-path call found tracing on.
  */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {

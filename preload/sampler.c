@@ -10,7 +10,7 @@
  * Zero-byte requests count as one byte so that they can be sampled at all.
  *
  * The countdown, ap_hot.sample_left, is read and decremented inline by the hooks (sampler.h); this
- * file is only reached when it runs out (a sample) or is not armed yet (0: a new thread).
+ * file is only reached when it runs out (a sample) or is not armed (ap_sample_armed).
  *
  * The set: open addressing with backward-shift deletion. Writers (a sampled allocation or free,
  * rare by construction) take a spinlock; readers take no lock: they read a sequence counter
@@ -48,8 +48,6 @@ static uint64_t draw(void)
 	return d >= 0x1p62 ? (uint64_t)INT64_MAX : (uint64_t)d + 1;
 }
 
-/* The countdown ran out or is not armed; the hooks' inline test already failed (or was not
- * made). Same decision as the inline one: sampled iff the weight reaches the countdown. */
 void ap_sample_arm(void)
 {
 	if (!ap_cfg.sample_bytes || !ap_events_attached())
@@ -64,6 +62,7 @@ void ap_sample_arm(void)
 	ap_hot.sample_left = draw(); /* >= 1: armed */
 }
 
+/* The same decision as the hooks' inline take: sampled iff the weight reaches the countdown. */
 bool ap_sample_slow(size_t size)
 {
 	if (AP_UNLIKELY(!ap_sample_armed())) {

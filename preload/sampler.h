@@ -2,9 +2,9 @@
  * sampler.h: sampled mode's hot path, inlined into hooks.c (see sampler.c for the method).
  *
  * Two things are read on every call, and nothing else of the sampler:
- *  - ap_hot.sample_left (shim.h), this thread's bytes to go before its next sample. 0 means
- *    "not armed" (full mode, a thread without a record yet, tracing off, a fork child): the
- *    call takes the slow path, which arms it. An allocation of weight w < left only subtracts
+ *  - ap_hot.sample_left (shim.h), this thread's bytes to go before its next sample. At or below
+ *    0 it is not armed (full mode, a thread without a record yet, tracing off, a fork child, a
+ *    take not yet given back): the call takes the slow path, which arms it. An allocation of weight w < left only subtracts
  *    w, and a free whose filter bucket is 0 (below) only counts.
  *  - ap_sampled_filter, a counting filter over the addresses of the live sampled blocks: one
  *    byte per hash bucket, the number of live sampled blocks (and bootstrap-pool blocks, see

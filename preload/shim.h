@@ -206,13 +206,13 @@ extern atomic_int ap_state AP_HIDDEN;
 /* What every hook touches, in one initial-exec TLS block: a hook reaches all of it from one GOT
  * load of the block's offset. */
 struct ap_hot {
-	/* >0 while this thread runs shim code: nested allocator calls pass straight through
-	 * (hooks.c's GUARD_SET relies on it being the first member). */
+	/* >0 while this thread runs shim code: nested allocator calls pass straight through. */
 	int guard;
 	/* Sampled mode: bytes to go before this thread's next sample; 0 = not armed (sampler.h). */
 	uint64_t sample_left;
 	/* Every call of this thread, recorded or not, since it attached (the TOTALS record). The
-	 * owner adds with ap_hot_add under the guard; the writer reads them (events.c). */
+	 * owner adds: the general path with ap_hot_add under the guard, the fast paths with one
+	 * addq (hooks.c); the writer reads them (events.c). */
 	uint64_t allocs, bytes, frees;
 };
 extern AP_TLS struct ap_hot ap_hot AP_HIDDEN;
