@@ -242,79 +242,85 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
  * that a signal handler on this thread cannot split (the handler runs before or after it, and
  * takes its own path through the same words). The countdown is taken by one subq and the sign
  * of the result decides (jle: the allocation reaches the countdown, so it is sampled, or the
- * countdown was not armed); the take is then given back and the general path decides afresh
+ * countdown was not armed; jb: a weight of 2^63 or more, negative as a signed word, borrowed);
+ * the take is then given back and the general path decides afresh
  * under the guard. The counters are one addq each. A shim-internal call (guard set) never takes
- * a fast path, so the shim's own allocations are never counted as the program's. Elsewhere the
+ * a fast path, so the shim's own allocations are never counted as the program's.
+ *
+ * Each fast path reads the TLS block's offset from the GOT once, counts, and then tail-calls the
+ * real function: no frame, no register saved, nothing after the call. The price is that a
+ * fast-path allocation is counted before it is known to succeed. Only one smaller than the
+ * thread's countdown takes the fast path (a few MiB at most at 512 KiB: see sampler.c), so the
+ * totals count a failed call only when the process is out of memory; larger requests, the ones
+ * that fail for their size, take the general path, which counts successes only. Elsewhere the
  * exported functions take the general path, which is exact, only slower.
  */
 #if defined(__x86_64__)
 #define AP_FAST_PATHS 1
 
-/* Adds to a counter (or the countdown) of ap_hot; the block's address is looked up again each
- * time rather than kept in a callee-saved register across the real call (a push and a pop). */
-#define HOT_ADD(field, by)                                                                         \
-	__asm__ volatile("movq ap_hot@gottpoff(%%rip), %%rax\n\taddq %1, %%fs:%c0(%%rax)"            \
-	                 : : "i"(offsetof(struct ap_hot, field)), "er"((uint64_t)(by))                \
-	                 : "rax", "memory", "cc")
+/* Gives w back to the countdown (the take crossed it). */
+static inline __attribute__((always_inline)) void give_back(uint64_t w)
+{
+	__asm__ volatile("movq ap_hot@gottpoff(%%rip), %%rax\n\taddq %0, %%fs:%c1(%%rax)"
+	                 : : "r"(w), "i"(offsetof(struct ap_hot, sample_left)) : "rax", "memory", "cc");
+}
 
-/* Takes w off the countdown; false (and w given back) when the allocation is to be sampled or
- * the countdown is not armed. Armed, the countdown is in [1, 2^62]: positive as a signed word. */
-static inline __attribute__((always_inline)) bool countdown_take(uint64_t w)
+/* An allocation of weight w and size bytes, on the fast path: true when it is counted (and not
+ * sampled), false (nothing changed) when the general path must take it: the guard is set, or
+ * the take reached the countdown or the countdown is not armed. */
+static inline __attribute__((always_inline)) bool alloc_take(uint64_t w, uint64_t bytes)
 {
 	__asm__ goto("movq ap_hot@gottpoff(%%rip), %%rax\n\t"
-	             "subq %0, %%fs:%c1(%%rax)\n\t"
-	             "jle %l[crossed]"
-	             : : "r"(w), "i"(offsetof(struct ap_hot, sample_left)) : "rax", "memory", "cc"
-	             : crossed);
+	             "cmpl $0, %%fs:%c2(%%rax)\n\t"
+	             "jne %l[busy]\n\t"
+	             "subq %0, %%fs:%c3(%%rax)\n\t"
+	             "jle %l[crossed]\n\t"
+	             "jb %l[crossed]\n\t"
+	             "addq $1, %%fs:%c4(%%rax)\n\t"
+	             "addq %1, %%fs:%c5(%%rax)"
+	             : : "r"(w), "r"(bytes), "i"(offsetof(struct ap_hot, guard)),
+	                 "i"(offsetof(struct ap_hot, sample_left)),
+	                 "i"(offsetof(struct ap_hot, allocs)), "i"(offsetof(struct ap_hot, bytes))
+	             : "rax", "memory", "cc"
+	             : busy, crossed);
 	return true;
 crossed:
-	HOT_ADD(sample_left, w);
+	give_back(w);
+busy:
 	return false;
 }
 
-/* The fast paths never capture a stack, so the stack cache never walks their frames (the
- * interposed function tail-calls the general path): they can do without a frame pointer. */
-#define FAST_PATH __attribute__((noinline, optimize("omit-frame-pointer")))
-
-/* A failed allocation gives back what it took and counts for nothing. */
-static __attribute__((noinline, cold)) void give_back(uint64_t w)
+/* A free on the fast path: true when it is counted, false when the general path must take it
+ * (not armed, the guard set, or the block's filter bucket is not 0: it may have been sampled). */
+static inline __attribute__((always_inline)) bool free_take(const void *p)
 {
-	HOT_ADD(sample_left, w);
-}
-
-static FAST_PATH void *malloc_fast(size_t size)
-{
-	void *p = real.malloc(size);
-	if (AP_UNLIKELY(!p)) {
-		give_back(ap_sample_weight(size));
-		return p;
-	}
-	HOT_ADD(allocs, 1);
-	HOT_ADD(bytes, size);
-	return p;
-}
-
-static FAST_PATH void *calloc_fast(size_t n, size_t size)
-{
-	void *p = real.calloc(n, size);
-	if (AP_UNLIKELY(!p)) {
-		give_back(ap_sample_weight(n * size));
-		return p;
-	}
-	HOT_ADD(allocs, 1);
-	HOT_ADD(bytes, n * size);
-	return p;
+	const _Atomic uint8_t *bucket = &ap_sampled_filter[ap_filter_slot(p)];
+	__asm__ goto("movq ap_hot@gottpoff(%%rip), %%rax\n\t"
+	             "cmpq $0, %%fs:%c1(%%rax)\n\t"
+	             "jle %l[slow]\n\t"
+	             "cmpl $0, %%fs:%c2(%%rax)\n\t"
+	             "jne %l[slow]\n\t"
+	             "cmpb $0, (%0)\n\t"
+	             "jne %l[slow]\n\t"
+	             "addq $1, %%fs:%c3(%%rax)"
+	             : : "r"(bucket), "i"(offsetof(struct ap_hot, sample_left)),
+	                 "i"(offsetof(struct ap_hot, guard)), "i"(offsetof(struct ap_hot, frees))
+	             : "rax", "memory", "cc"
+	             : slow);
+	return true;
+slow:
+	return false;
 }
 #else
 #define AP_FAST_PATHS 0
 #endif
 
-/* Only the tests here, and both ways a tail call: no frame to set up for either. */
+/* Only the tests here, and both ways a tail call. */
 AP_EXPORT void *malloc(size_t size)
 {
 #if AP_FAST_PATHS
-	if (AP_LIKELY(!ap_hot.guard && countdown_take(ap_sample_weight(size))))
-		return malloc_fast(size);
+	if (AP_LIKELY(alloc_take(ap_sample_weight(size), size)))
+		return real.malloc(size);
 #endif
 	return malloc_slow(size);
 }
@@ -339,9 +345,11 @@ static __attribute__((noinline)) void *calloc_slow(size_t n, size_t size)
 AP_EXPORT void *calloc(size_t n, size_t size)
 {
 #if AP_FAST_PATHS
-	/* n * size is what is recorded; an overflow fails in the real calloc, which gives back. */
-	if (AP_LIKELY(!ap_hot.guard && countdown_take(ap_sample_weight(n * size))))
-		return calloc_fast(n, size);
+	/* n * size is what is recorded; an overflow fails in the real calloc: the general path. */
+	size_t total;
+	if (AP_LIKELY(!__builtin_mul_overflow(n, size, &total) &&
+	              alloc_take(ap_sample_weight(total), total)))
+		return real.calloc(n, size);
 #endif
 	return calloc_slow(n, size);
 }
@@ -370,8 +378,7 @@ AP_EXPORT void free(void *p)
 	/* An armed countdown means sampled mode with a record to count into; a block whose filter
 	 * bucket is 0 was not sampled (bootstrap-pool blocks are pinned, so they go the general
 	 * way). Counted first, so that the real free is a tail call: a free cannot fail. */
-	if (AP_LIKELY(ap_sample_armed() && !ap_hot.guard && !ap_sampled_maybe(p))) {
-		HOT_ADD(frees, 1);
+	if (AP_LIKELY(free_take(p))) {
 		real.free(p);
 		return;
 	}

@@ -2,12 +2,14 @@
  * totals.c: for test_totals.py. Exact call totals must survive every way a thread's counters
  * can come and go: threads that exit one after another (their records are reused), a thread
  * that only frees (it never allocates, so nothing else would arm its fast paths), blocks freed
- * after the thread that allocated them exited, and a fork child, whose totals are its own.
+ * after the thread that allocated them exited, a fork child, whose totals are its own, and
+ * allocations that fail for their size, which count for nothing.
  *
  * Prints "parent: A allocations, B bytes, F frees" for what the program itself called, and the
  * child prints the same for its part, which is all the child does (it ends with _exit).
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -90,6 +92,13 @@ int main(void)
 	for (unsigned i = 0; i < NKEPT; i++) /* main frees what an exited thread allocated */
 		free(kept[i]);
 	count(0, 0, NKEPT);
+
+	/* Requests that fail for their size count for nothing, whichever path they take: at 2^63
+	 * bytes or more a weight is negative as a signed word, and the fast path's countdown test
+	 * must not take it for a small one. volatile: GCC knows these fail and would fold them. */
+	volatile size_t huge = SIZE_MAX, big = (size_t)1 << 62;
+	if (malloc(huge) || malloc(huge - 4095) || malloc(big) || calloc(1, huge) || calloc(huge / 2, 4))
+		return 5;
 
 	pid_t pid = fork();
 	if (pid < 0)
