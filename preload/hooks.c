@@ -311,6 +311,35 @@ static inline __attribute__((always_inline)) bool free_take(const void *p)
 slow:
 	return false;
 }
+
+/* realloc(old, size), old != NULL and size != 0, on the fast path: a free of an unsampled block
+ * and an unsampled allocation, counted as both; false (nothing changed) otherwise. */
+static inline __attribute__((always_inline)) bool realloc_take(const void *old, uint64_t size)
+{
+	const _Atomic uint8_t *bucket = &ap_sampled_filter[ap_filter_slot(old)];
+	__asm__ goto("movq ap_hot@gottpoff(%%rip), %%rax\n\t"
+	             "cmpl $0, %%fs:%c2(%%rax)\n\t"
+	             "jne %l[busy]\n\t"
+	             "cmpb $0, (%0)\n\t"
+	             "jne %l[busy]\n\t"
+	             "subq %1, %%fs:%c3(%%rax)\n\t"
+	             "jle %l[crossed]\n\t"
+	             "jb %l[crossed]\n\t"
+	             "addq $1, %%fs:%c4(%%rax)\n\t"
+	             "addq %1, %%fs:%c5(%%rax)\n\t"
+	             "addq $1, %%fs:%c6(%%rax)"
+	             : : "r"(bucket), "r"(size), "i"(offsetof(struct ap_hot, guard)),
+	                 "i"(offsetof(struct ap_hot, sample_left)),
+	                 "i"(offsetof(struct ap_hot, allocs)), "i"(offsetof(struct ap_hot, bytes)),
+	                 "i"(offsetof(struct ap_hot, frees))
+	             : "rax", "memory", "cc"
+	             : busy, crossed);
+	return true;
+crossed:
+	give_back(size);
+busy:
+	return false;
+}
 #else
 #define AP_FAST_PATHS 0
 #endif
@@ -424,7 +453,7 @@ static void *do_realloc(int api, void *old, size_t n, size_t size)
 	return p;
 }
 
-AP_EXPORT void *realloc(void *old, size_t size)
+static __attribute__((noinline)) void *realloc_slow(void *old, size_t size)
 {
 	if (AP_UNLIKELY(!ready())) { /* only the resolving thread, inside dlsym */
 		void *p = boot_alloc(size, 16);
@@ -433,6 +462,17 @@ AP_EXPORT void *realloc(void *old, size_t size)
 		return p;
 	}
 	return do_realloc(AP_API_REALLOC, old, 1, size);
+}
+
+AP_EXPORT void *realloc(void *old, size_t size)
+{
+#if AP_FAST_PATHS
+	/* An armed countdown implies the real functions are resolved. realloc(p, 0), which frees,
+	 * takes the general path. */
+	if (AP_LIKELY(size != 0 && (old ? realloc_take(old, size) : alloc_take(size, size))))
+		return real.realloc(old, size);
+#endif
+	return realloc_slow(old, size);
 }
 
 AP_EXPORT void *reallocarray(void *old, size_t n, size_t size)

@@ -49,7 +49,23 @@ static void *worker(void *arg)
 		bytes += s;
 		free(p);
 	}
-	count(20000, bytes, 20000);
+	/* realloc counts as a free of the old block (if any) and an allocation of the new size;
+	 * realloc(p, 0) frees p and allocates nothing (glibc returns NULL). */
+	for (unsigned i = 0; i < 6000; i++) {
+		size_t s = size_of(i * 7 + id);
+		void *q = realloc(NULL, s);
+		q = realloc(q, s + 100);
+		q = realloc(q, s / 2 + 1);
+		KEEP(q);
+		bytes += s + (s + 100) + (s / 2 + 1);
+		if (i % 5 == 0) {
+			if (realloc(q, 0))
+				exit(6);
+		} else {
+			free(q);
+		}
+	}
+	count(20000 + 3 * 6000, bytes, 20000 + 3 * 6000);
 	return NULL;
 }
 
@@ -99,6 +115,11 @@ int main(void)
 	volatile size_t huge = SIZE_MAX, big = (size_t)1 << 62;
 	if (malloc(huge) || malloc(huge - 4095) || malloc(big) || calloc(1, huge) || calloc(huge / 2, 4))
 		return 5;
+	void *q = malloc(10);
+	if (!q || realloc(q, huge) || realloc(q, big))
+		return 5;
+	free(q);
+	count(1, 10, 1);
 
 	pid_t pid = fork();
 	if (pid < 0)
