@@ -254,8 +254,7 @@ static inline void release(struct ap_thread *t, struct ap_buf *b)
 static void thread_detach(void *arg)
 {
 	struct ap_thread *t = arg;
-	int saved = ap_hot.guard;
-	ap_hot.guard = 1;
+	int saved = ap_guard_enter(1);
 	struct ap_buf *b;
 	while (!(b = atomic_exchange(&t->cur, NULL)))
 		__builtin_ia32_pause();
@@ -276,10 +275,10 @@ static void thread_detach(void *arg)
 	ap_hot.allocs = ap_hot.bytes = ap_hot.frees = 0;
 	/* Later calls of this thread (other destructors) take the general path, which attaches
 	 * it again before anything is counted. */
-	ap_hot.sample_left = 0;
+	ap_hot.parked = 0; /* the countdown, while the guard is set */
 	tl_thread = NULL;
 	atomic_store(&t->vacant, true);
-	ap_hot.guard = saved;
+	ap_guard_leave(saved);
 }
 
 void ap_events_forked_child(void)

@@ -168,10 +168,9 @@ static inline bool enter(bool is_free)
 		ap_hot.sample_left = 0;
 		return false;
 	}
-	ap_hot.guard = 1;
-	/* Compiler barriers: a signal handler on this thread must see the guard set before any
-	 * of the shim's work and cleared only after all of it. */
-	atomic_signal_fence(memory_order_seq_cst);
+	/* A signal handler on this thread sees the guard set before any of the shim's work and
+	 * cleared only after all of it (the helpers' compiler barriers). */
+	ap_guard_enter(1);
 	if (AP_UNLIKELY(st == AP_STATE_BOOT))
 		ap_early_init();
 	return true;
@@ -179,8 +178,7 @@ static inline bool enter(bool is_free)
 
 static inline void leave(void)
 {
-	atomic_signal_fence(memory_order_seq_cst);
-	ap_hot.guard = 0;
+	ap_guard_leave(0);
 }
 
 /* A sampled allocation (or any, in full mode): unwound and written. */
@@ -244,8 +242,9 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
  * of the result decides (jle: the allocation reaches the countdown, so it is sampled, or the
  * countdown was not armed; jb: a weight of 2^63 or more, negative as a signed word, borrowed);
  * the take is then given back and the general path decides afresh
- * under the guard. The counters are one addq each. A shim-internal call (guard set) never takes
- * a fast path, so the shim's own allocations are never counted as the program's.
+ * under the guard. The counters are one addq each. The guard is not tested: setting it parks
+ * the countdown (ap_guard_enter), so a shim-internal call finds it not armed and takes the
+ * general path, and the shim's own allocations are never counted as the program's.
  *
  * Each fast path reads the TLS block's offset from the GOT once, counts, and then tail-calls the
  * real function: no frame, no register saved, nothing after the call. The price is that a
@@ -266,45 +265,39 @@ static inline __attribute__((always_inline)) void give_back(uint64_t w)
 }
 
 /* An allocation of weight w and size bytes, on the fast path: true when it is counted (and not
- * sampled), false (nothing changed) when the general path must take it: the guard is set, or
- * the take reached the countdown or the countdown is not armed. */
+ * sampled), false (nothing changed) when the general path must take it: the take reached the
+ * countdown, or the countdown is not armed (which includes the guard being set). */
 static inline __attribute__((always_inline)) bool alloc_take(uint64_t w, uint64_t bytes)
 {
 	__asm__ goto("movq ap_hot@gottpoff(%%rip), %%rax\n\t"
-	             "cmpl $0, %%fs:%c2(%%rax)\n\t"
-	             "jne %l[busy]\n\t"
-	             "subq %0, %%fs:%c3(%%rax)\n\t"
+	             "subq %0, %%fs:%c2(%%rax)\n\t"
 	             "jle %l[crossed]\n\t"
 	             "jb %l[crossed]\n\t"
-	             "addq $1, %%fs:%c4(%%rax)\n\t"
-	             "addq %1, %%fs:%c5(%%rax)"
-	             : : "r"(w), "r"(bytes), "i"(offsetof(struct ap_hot, guard)),
-	                 "i"(offsetof(struct ap_hot, sample_left)),
+	             "addq $1, %%fs:%c3(%%rax)\n\t"
+	             "addq %1, %%fs:%c4(%%rax)"
+	             : : "r"(w), "r"(bytes), "i"(offsetof(struct ap_hot, sample_left)),
 	                 "i"(offsetof(struct ap_hot, allocs)), "i"(offsetof(struct ap_hot, bytes))
 	             : "rax", "memory", "cc"
-	             : busy, crossed);
+	             : crossed);
 	return true;
 crossed:
 	give_back(w);
-busy:
 	return false;
 }
 
 /* A free on the fast path: true when it is counted, false when the general path must take it
- * (not armed, the guard set, or the block's filter bucket is not 0: it may have been sampled). */
+ * (not armed, or the block's filter bucket is not 0: it may have been sampled). */
 static inline __attribute__((always_inline)) bool free_take(const void *p)
 {
 	const _Atomic uint8_t *bucket = &ap_sampled_filter[ap_filter_slot(p)];
 	__asm__ goto("movq ap_hot@gottpoff(%%rip), %%rax\n\t"
 	             "cmpq $0, %%fs:%c1(%%rax)\n\t"
 	             "jle %l[slow]\n\t"
-	             "cmpl $0, %%fs:%c2(%%rax)\n\t"
-	             "jne %l[slow]\n\t"
 	             "cmpb $0, (%0)\n\t"
 	             "jne %l[slow]\n\t"
-	             "addq $1, %%fs:%c3(%%rax)"
+	             "addq $1, %%fs:%c2(%%rax)"
 	             : : "r"(bucket), "i"(offsetof(struct ap_hot, sample_left)),
-	                 "i"(offsetof(struct ap_hot, guard)), "i"(offsetof(struct ap_hot, frees))
+	                 "i"(offsetof(struct ap_hot, frees))
 	             : "rax", "memory", "cc"
 	             : slow);
 	return true;
@@ -318,18 +311,15 @@ static inline __attribute__((always_inline)) bool realloc_take(const void *old, 
 {
 	const _Atomic uint8_t *bucket = &ap_sampled_filter[ap_filter_slot(old)];
 	__asm__ goto("movq ap_hot@gottpoff(%%rip), %%rax\n\t"
-	             "cmpl $0, %%fs:%c2(%%rax)\n\t"
-	             "jne %l[busy]\n\t"
 	             "cmpb $0, (%0)\n\t"
 	             "jne %l[busy]\n\t"
-	             "subq %1, %%fs:%c3(%%rax)\n\t"
+	             "subq %1, %%fs:%c2(%%rax)\n\t"
 	             "jle %l[crossed]\n\t"
 	             "jb %l[crossed]\n\t"
-	             "addq $1, %%fs:%c4(%%rax)\n\t"
-	             "addq %1, %%fs:%c5(%%rax)\n\t"
-	             "addq $1, %%fs:%c6(%%rax)"
-	             : : "r"(bucket), "r"(size), "i"(offsetof(struct ap_hot, guard)),
-	                 "i"(offsetof(struct ap_hot, sample_left)),
+	             "addq $1, %%fs:%c3(%%rax)\n\t"
+	             "addq %1, %%fs:%c4(%%rax)\n\t"
+	             "addq $1, %%fs:%c5(%%rax)"
+	             : : "r"(bucket), "r"(size), "i"(offsetof(struct ap_hot, sample_left)),
 	                 "i"(offsetof(struct ap_hot, allocs)), "i"(offsetof(struct ap_hot, bytes)),
 	                 "i"(offsetof(struct ap_hot, frees))
 	             : "rax", "memory", "cc"
@@ -540,9 +530,9 @@ AP_EXPORT int dlclose(void *h)
 		return -1;
 	int r = real.dlclose(h);
 	if (!ap_hot.guard && atomic_load(&ap_state) != AP_STATE_OFF) {
-		ap_hot.guard = 2;
+		ap_guard_enter(2);
 		ap_modules_scan(false);
-		ap_hot.guard = 0;
+		ap_guard_leave(0);
 	}
 	return r;
 }

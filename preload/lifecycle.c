@@ -38,7 +38,7 @@ extern char **environ;
 
 static void before_fork(void)
 {
-	ap_hot.guard++;
+	ap_guard_enter(ap_hot.guard + 1);
 	ap_modules_lock();
 	ap_writer_lock();
 	ap_events_lock_all();
@@ -49,7 +49,7 @@ static void after_fork_parent(void)
 	ap_events_unlock_all();
 	ap_writer_unlock();
 	ap_modules_unlock();
-	ap_hot.guard--;
+	ap_guard_leave(ap_hot.guard - 1);
 }
 
 static void after_fork_child(void)
@@ -65,7 +65,7 @@ static void after_fork_child(void)
 	bool trace = st == AP_STATE_ON && !ap_cfg.no_children;
 	if (!(trace && ap_writer_start())) /* it sets AP_STATE_ON itself */
 		atomic_store(&ap_state, AP_STATE_OFF);
-	ap_hot.guard--;
+	ap_guard_leave(ap_hot.guard - 1);
 }
 
 /* ---- exec: ALLOCPROF_NO_CHILDREN ------------------------------------------------------------------ */
@@ -140,9 +140,9 @@ static void flush_at_end(int how, int status)
 	if (ap_hot.guard || atomic_load(&ap_state) != AP_STATE_ON)
 		return;
 	ap_writer_set_end(how, status);
-	ap_hot.guard = 2;
+	ap_guard_enter(2);
 	ap_writer_finish();
-	ap_hot.guard = 0;
+	ap_guard_leave(0);
 }
 
 #define AP_EXPORT __attribute__((visibility("default")))
@@ -190,8 +190,7 @@ __attribute__((constructor(101))) static void ap_constructor(void)
 {
 	if (!ap_hooks_ready())
 		return;
-	int saved = ap_hot.guard;
-	ap_hot.guard = 2;
+	int saved = ap_guard_enter(2);
 	ap_early_init();
 	/* Resolved now, while nothing is in a hurry: _exit may be called from a vfork child. */
 	real.exit_ = (__typeof__(real.exit_))dlsym(RTLD_NEXT, "_exit");
@@ -205,15 +204,14 @@ __attribute__((constructor(101))) static void ap_constructor(void)
 		on_exit(on_exit_status, NULL);
 	else
 		atomic_store(&ap_state, AP_STATE_OFF);
-	ap_hot.guard = saved;
+	ap_guard_leave(saved);
 }
 
 __attribute__((destructor(101))) static void ap_destructor(void)
 {
 	if (atomic_load(&ap_state) != AP_STATE_ON || atomic_load(&ap_trace_pid) != (int)getpid())
 		return;
-	int saved = ap_hot.guard;
-	ap_hot.guard = 2;
+	int saved = ap_guard_enter(2);
 	ap_writer_finish();
-	ap_hot.guard = saved;
+	ap_guard_leave(saved);
 }

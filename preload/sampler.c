@@ -10,7 +10,8 @@
  * Zero-byte requests count as one byte so that they can be sampled at all.
  *
  * The countdown, ap_hot.sample_left, is read and decremented inline by the hooks (sampler.h); this
- * file is only reached when it runs out (a sample) or is not armed (ap_sample_armed).
+ * file is only reached when it runs out (a sample) or is not armed, always under the guard, so
+ * what it reads and arms is the parked copy, ap_hot.parked (shim.h).
  *
  * The set: open addressing with backward-shift deletion. Writers (a sampled allocation or free,
  * rare by construction) take a spinlock; readers take no lock: they read a sequence counter
@@ -59,7 +60,7 @@ void ap_sample_arm(void)
 		uint64_t x = ap_cfg.seed + atomic_fetch_add(&seed_sequence, 1) * 0x9e3779b97f4a7c15ull;
 		tl_rng = splitmix64(&x) | 1;
 	}
-	ap_hot.sample_left = draw(); /* >= 1: armed */
+	ap_hot.parked = draw(); /* >= 1: armed */
 }
 
 /* The same decision as the hooks' inline take: sampled iff the weight reaches the countdown. */
@@ -71,11 +72,11 @@ bool ap_sample_slow(size_t size)
 			return false; /* no record: nothing of this thread could be written */
 	}
 	uint64_t w = ap_sample_weight(size);
-	if (w < ap_hot.sample_left) {
-		ap_hot.sample_left -= w;
+	if (w < ap_hot.parked) {
+		ap_hot.parked -= w;
 		return false;
 	}
-	ap_hot.sample_left = draw();
+	ap_hot.parked = draw();
 	return true;
 }
 
@@ -243,7 +244,7 @@ void ap_sampler_forked_child(void)
 {
 	/* The child may not trace at all (ALLOCPROF_NO_CHILDREN, or tracing was off): its first
 	 * calls take the slow path, which finds out and arms the fast paths again if it does. */
-	ap_hot.sample_left = 0;
+	ap_hot.parked = 0; /* under the fork handlers' guard */
 	atomic_flag_clear(&set_lock);
 	if (atomic_load(&seq) & 1)
 		atomic_fetch_add(&seq, 1);

@@ -4,8 +4,10 @@
  * Two things are read on every call, and nothing else of the sampler:
  *  - ap_hot.sample_left (shim.h), this thread's bytes to go before its next sample. At or below
  *    0 it is not armed (full mode, a thread without a record yet, tracing off, a fork child, a
- *    take not yet given back): the call takes the slow path, which arms it. An allocation of weight w < left only subtracts
- *    w, and a free whose filter bucket is 0 (below) only counts.
+ *    take not yet given back, the guard set): the call takes the slow path, which arms it. An
+ *    allocation of weight w < left only subtracts w, and a free whose filter bucket is 0
+ *    (below) only counts. Under the guard the countdown is ap_hot.parked (ap_guard_enter): the
+ *    slow path's decisions (sampler.c) read and write that copy.
  *  - ap_sampled_filter, a counting filter over the addresses of the live sampled blocks: one
  *    byte per hash bucket, the number of live sampled blocks (and bootstrap-pool blocks, see
  *    hooks.c) in it, saturating (255 stays). A free whose bucket is 0 was not sampled: that is
@@ -41,13 +43,14 @@ static inline bool ap_sampled_maybe(const void *p)
 	return atomic_load_explicit(&ap_sampled_filter[ap_filter_slot(p)], memory_order_relaxed) != 0;
 }
 
-/* Whether this thread's countdown is armed. Positive, not just non-zero: a malloc on this thread
+/* Whether this thread's countdown (parked: under the guard) is armed. Positive, not just
+ * non-zero: a malloc on this thread
  * takes its weight off before it knows the result, and gives it back when that crosses zero, so
  * a signal handler that interrupts it in between sees a countdown at or below zero, which it
  * must treat as not armed (in full mode the countdown is 0 and this is that very case). */
 static inline bool ap_sample_armed(void)
 {
-	return (int64_t)ap_hot.sample_left > 0;
+	return (int64_t)ap_hot.parked > 0;
 }
 
 /* Arms this thread's countdown if sampled mode is on and the thread has a record (the fast

@@ -206,16 +206,48 @@ extern atomic_int ap_state AP_HIDDEN;
 /* What every hook touches, in one initial-exec TLS block: a hook reaches all of it from one GOT
  * load of the block's offset. */
 struct ap_hot {
-	/* >0 while this thread runs shim code: nested allocator calls pass straight through. */
+	/* >0 while this thread runs shim code: nested allocator calls pass straight through. Set
+	 * and cleared only by ap_guard_enter and ap_guard_leave. */
 	int guard;
-	/* Sampled mode: bytes to go before this thread's next sample; 0 = not armed (sampler.h). */
+	/* Sampled mode: bytes to go before this thread's next sample; at or below 0, not armed
+	 * (sampler.h). The fast paths test only this word, so while the guard is set it reads 0 and
+	 * the countdown waits in parked, where the code under the guard reads and re-arms it. */
 	uint64_t sample_left;
 	/* Every call of this thread, recorded or not, since it attached (the TOTALS record). The
 	 * owner adds: the general path with ap_hot_add under the guard, the fast paths with one
 	 * addq (hooks.c); the writer reads them (events.c). */
 	uint64_t allocs, bytes, frees;
+	uint64_t parked;
 };
 extern AP_TLS struct ap_hot ap_hot AP_HIDDEN;
+
+/* Sets the guard to v (> 0) and returns what it was, for ap_guard_leave. Setting it from 0 parks
+ * the countdown: a hook called meanwhile (by a library the shim calls, or by a signal handler)
+ * finds it not armed, takes the general path and sees the guard there. The guard is set before
+ * the countdown is parked and cleared after it is restored, so a signal handler that lands in
+ * between finds either a guard or a countdown it may take from: the program's own call, counted
+ * as such (at worst the countdown loses that take, which only moves the next sample). */
+static inline int ap_guard_enter(int v)
+{
+	int was = ap_hot.guard;
+	ap_hot.guard = v;
+	atomic_signal_fence(memory_order_seq_cst);
+	if (!was) {
+		ap_hot.parked = ap_hot.sample_left;
+		ap_hot.sample_left = 0;
+	}
+	atomic_signal_fence(memory_order_seq_cst);
+	return was;
+}
+
+static inline void ap_guard_leave(int was)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	if (!was)
+		ap_hot.sample_left = ap_hot.parked;
+	atomic_signal_fence(memory_order_seq_cst);
+	ap_hot.guard = was;
+}
 
 /* A plain load and store, not a locked add: only the owner writes, and the guard keeps its own
  * signal handlers off; relaxed so that the writer's concurrent read is not a data race. */

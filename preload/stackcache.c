@@ -148,13 +148,12 @@ static struct sc_cache *cache_self(void)
 		return c;
 	/* The stack's upper end bounds every read; glibc may allocate while finding it (it reads
 	 * /proc/self/maps for the main thread): the guard makes those calls the shim's own. */
-	int saved = ap_hot.guard;
 	/* Signals blocked meanwhile: a handler's malloc would pass as the shim's own, unrecorded
 	 * and not counted as lost. */
 	sigset_t all, old_mask;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old_mask);
-	ap_hot.guard = 2;
+	int saved = ap_guard_enter(2);
 	pthread_attr_t attr;
 	void *lo;
 	size_t size;
@@ -163,7 +162,7 @@ static struct sc_cache *cache_self(void)
 		ok = pthread_attr_getstack(&attr, &lo, &size) == 0;
 		pthread_attr_destroy(&attr);
 	}
-	ap_hot.guard = saved;
+	ap_guard_leave(saved);
 	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	if (!ok) {
 		tl_no_cache = true;

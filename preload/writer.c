@@ -415,7 +415,7 @@ void ap_writer_sync(void)
 static void *writer_main(void *arg)
 {
 	(void)arg;
-	ap_hot.guard = 2; /* anything this thread allocates is the shim's own */
+	ap_guard_enter(2); /* anything this thread allocates is the shim's own */
 	while (!atomic_load(&writer_stop)) {
 		unsigned seen = atomic_load(&wake_word);
 		ap_modules_scan(false);
