@@ -109,7 +109,9 @@ enum ap_record_kind {
 	/* TOTALS, the exact number of calls, sampled or not, since the start of the process,
 	 * written every round (a reader keeps the last one):
 	 *   varint stamp, varint alloc_calls, varint alloc_bytes (requested), varint free_calls
-	 *   (frees of non-NULL pointers). In sampled mode these are what the estimates estimate. */
+	 *   (frees of non-NULL pointers). In sampled mode these are what the estimates estimate;
+	 *   there, an allocation below the thread's countdown that fails for lack of memory is
+	 *   counted as if it had succeeded (the shim counts before it jumps to the allocator). */
 	AP_REC_TOTALS = 11,
 };
 
