@@ -824,7 +824,7 @@ int main(int argc, char **argv)
 			}
 			double n = (double)m.ev.n / 1e9, pre_med = median(pre, runs);
 			double enc_med = median(enc, runs) / n, dec_med = (median(dec, runs) - pre_med) / n;
-			char ebuf[32], dbuf[32];
+			char ebuf[32], dbuf[32]; /* median() sorted: [0] and [runs - 1] are the extremes */
 			snprintf(ebuf, sizeof(ebuf), "%.1f (%.1f-%.1f)", enc_med, enc[0] / n, enc[runs - 1] / n);
 			snprintf(dbuf, sizeof(dbuf), "%.1f (%.1f-%.1f)", dec_med, (dec[0] - pre_med) / n,
 			         (dec[runs - 1] - pre_med) / n);
