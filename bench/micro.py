@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Microbenchmarks of the hot paths, so a regression shows up where it happens:
 ns per malloc+free pair untraced, traced with the stack cache hitting, missing (1024 distinct
-chains), and disabled (unwinding every time), sampled at 512 KiB; and the analyzer's ns per event.
+chains), and disabled (unwinding every time), sampled at 512 KiB; the analyzer's ns per event; and
+the trace codec alone (bench/codec.c), per event mix: CHUNK bytes per event before zstd, ns per
+event encoded by the shim's chunk encoder and ns per event decoded by the analyzer's reader.
 Each figure is the median of --runs runs. Usage: python3 bench/micro.py [--build-dir build] [--runs 5]
 
 --instructions counts instructions per pair instead (untraced, and sampled at 512 KiB, whose
@@ -116,6 +118,13 @@ def main():
         events = 2 * (a.pairs + 1000)
         print(f"  {'analyzer top, per event':42s} {statistics.median(times) / events * 1e9:8.1f} ns/event  "
               f"({events} events, {os.path.getsize(trace) / events:.2f} bytes/event on disk)")
+    # The trace codec alone, each side on its own (bench/codec.c, which prints its own table and
+    # fails if decoding does not give back the events encoded).
+    codec = os.path.join(a.build_dir, "bench", "codec")
+    r = subprocess.run([codec, "--runs", str(a.runs)], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise SystemExit(f"{codec} failed (exit {r.returncode}): {r.stderr.strip()}")
+    print(r.stdout, end="")
 
 
 if __name__ == "__main__":
