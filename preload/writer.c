@@ -1,7 +1,8 @@
 /*
  * writer.c: the background thread that turns buffers into the trace file.
  *
- * Every 100 ms, or sooner when threads hand over full buffers, the writer runs a round:
+ * Every 100 ms, or sooner when threads have handed over about 1 MiB of full buffers
+ * (AP_WAKE_QUEUED in events.c), the writer runs a round:
  *
  *     W = stamp()            every event stamped before W is now in a buffer we can reach
  *     steal each thread's current buffer, take the queue of full ones, take the meta stream
@@ -316,7 +317,7 @@ static void put_totals(uint64_t stamp)
  * compressed, the queue grows to the pool's size (about 1.5 million events); writing it all
  * before one SYNC would make the reader hold that many events. Written a slice at a time, each
  * round promises only what it can: the SYNC stamp is lowered to the oldest stamp left queued. */
-#define AP_ROUND_MAX_BUFFERS 16
+#define AP_ROUND_MAX_BUFFERS 48
 
 /* One round; round_lock held. Returns true when full buffers are left for another round. */
 static bool round_locked(bool force_frame)
