@@ -184,9 +184,9 @@ static void at_snapshot(ap_profile *p, uint64_t last_index, uint64_t stamp)
 
 /* Applies one event. Inline in both of its callers: the decoder's callback (on_event) and the
  * replay thread's loop (pipe_replay). */
-static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap_event *e)
+static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap_event *e, bool plain)
 {
-	if (p->opts.at == AP_AT_STAMP && !p->at_taken && e->stamp > p->opts.at_stamp)
+	if (!plain && p->opts.at == AP_AT_STAMP && !p->at_taken && e->stamp > p->opts.at_stamp)
 		at_snapshot(p, p->events ? p->events - 1 : UINT64_MAX, p->last_stamp);
 	if (!p->events++)
 		p->first_stamp = e->stamp;
@@ -238,6 +238,8 @@ static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap
 		p->lost_frees = e->lost_frees > UINT64_MAX - p->lost_frees ? UINT64_MAX : p->lost_frees + e->lost_frees;
 		break;
 	}
+	if (plain)
+		return;
 	if (p->opts.observe)
 		p->opts.observe(p->opts.observe_ctx, p, e, blk);
 	if (p->opts.at == AP_AT_EVENT && !p->at_taken && p->events - 1 == p->opts.at_event)
@@ -263,8 +265,10 @@ static inline __attribute__((always_inline)) void prefetch(const ap_profile *p, 
 		__builtin_prefetch(&p->sites.v[x->stack]);
 }
 
-/* Applies n events (and, from the replay thread's queue, the other items) in order. */
-static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
+/* Applies n events (and, from the replay thread's queue, the other items) in order; plain: see
+ * replay_batch. */
+static inline __attribute__((always_inline)) void replay_loop(ap_profile *p, const ap_event_rec *v,
+                                                              size_t n, bool plain)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (i + PREFETCH_AHEAD < n)
@@ -274,8 +278,18 @@ static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
 			continue;
 		}
 		ap_event e = ap_event_from_rec(&v[i]);
-		replay(p, &e);
+		replay(p, &e, plain);
 	}
+}
+
+/* The loop compiled twice: once for the common load (no observer, no --at, so nothing to check
+ * after each event), once for the rest. */
+static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
+{
+	if (!p->opts.observe && p->opts.at == AP_AT_END)
+		replay_loop(p, v, n, true);
+	else
+		replay_loop(p, v, n, false);
 }
 
 static void on_events(void *ctx, const ap_event_rec *v, size_t n)
