@@ -537,6 +537,7 @@ static void pipe_events(void *ctx, const ap_event_rec *v, size_t n)
 
 static void pipe_stack(void *ctx, const ap_stack_rec *r)
 {
+	ap_symbols_note_stack(((ap_pipe *)ctx)->p->syms, r->generation, r->frames, r->nframes);
 	ap_event_rec *x = pipe_slot(ctx);
 	x->kind = QK_STACK;
 	x->stack = r->id;
@@ -610,6 +611,8 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 	int err = 0;
 	*started = pthread_create(&q->thread, NULL, pipe_replay, q) == 0;
 	if (*started) {
+		/* The module files the stacks need are opened meanwhile (symbols.c). */
+		ap_symbols_prewarm_begin(p->syms);
 		ap_reader_ops ops = {
 			.ctx = q,
 			.header = pipe_header,
