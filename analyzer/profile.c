@@ -445,12 +445,14 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
  * The replay thread alone touches what the replay builds (sites, blocks, the live set, clock
  * points, the observer's state) while the pipe runs; the decoder's thread keeps the symbols
  * (module and unload records), and the header, which the replay reads, is applied only when the
- * replay thread has caught up and waits. Memory: PIPE_NBUF batches of PIPE_BATCH events, 2.5 MiB:
- * with 32 batches (10 MiB) every batch was a fresh stretch of memory, its pages faulted in and
- * out of the caches by the time the replay read it (python3 trace: 15 ms less CPU with 8; 4096 x
- * 8, 4096 x 16, 2048 x 16 did as well). */
+ * replay thread has caught up and waits. Memory: PIPE_NBUF batches of PIPE_BATCH events, 5 MiB.
+ * With 32 batches (10 MiB) every batch was a fresh stretch of memory, its pages faulted in and
+ * out of the caches by the time the replay read it (python3 trace: 15 ms more CPU than with 8).
+ * With 8, the decoder and the replay (which share two cores with the zstd and prewarm threads)
+ * waited for each other so often that a tenth of the two cores went idle: 16 gave the python3
+ * trace 0.213 -> 0.196 s wall at the same CPU (24 batches, or 32 of 4096 events, did worse). */
 #define PIPE_BATCH 8192
-#define PIPE_NBUF 8
+#define PIPE_NBUF 16
 
 /* A queued item is an event as the reader holds it, or one of the QK_ kinds: QK_STACK: stack =
  * id, tid = generation, addr = frames (owned), size = flags << 32 | nframes; QK_CLOCK: addr =
