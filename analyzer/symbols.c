@@ -76,6 +76,7 @@ struct range {
 	uint64_t start, end;
 	uint64_t maxend; /* once sorted: the largest end of this range and every one before it */
 	uint32_t mod;
+	bool alone;      /* once sorted: no other range overlaps it */
 };
 
 struct cache_ent {
@@ -112,6 +113,7 @@ struct ap_symbols {
 	size_t nranges, capranges;
 	uint64_t max_range;
 	bool ranges_sorted;
+	size_t last_range; /* find_module: the range the last address fell in, if alone (+1) */
 
 	struct cache_ent *cache;
 	size_t cache_n, cache_cap;
@@ -395,11 +397,23 @@ static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
 		qsort(s->ranges, s->nranges, sizeof(*s->ranges), range_cmp);
 		uint64_t maxend = 0;
 		for (size_t i = 0; i < s->nranges; i++) {
+			s->ranges[i].alone = s->ranges[i].start >= maxend &&
+			                     (i + 1 == s->nranges || s->ranges[i + 1].start >= s->ranges[i].end);
 			if (s->ranges[i].end > maxend)
 				maxend = s->ranges[i].end;
 			s->ranges[i].maxend = maxend;
 		}
 		s->ranges_sorted = true;
+		s->last_range = 0;
+	}
+	/* Consecutive addresses (a stack's frames) mostly fall in one module: when the last one's
+	 * range overlaps no other, an address inside it has no other candidate. */
+	if (s->last_range != 0) {
+		const struct range *r = &s->ranges[s->last_range - 1];
+		if (pc - r->start < r->end - r->start) {
+			const struct module *m = &s->mods[r->mod];
+			return m->gen_from <= gen && gen < m->gen_to ? r->mod : NO_MODULE;
+		}
 	}
 	size_t lo = 0, hi = s->nranges;
 	while (lo < hi) {
@@ -421,6 +435,9 @@ static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
 		    (best == NO_MODULE || r->mod > best))
 			best = r->mod; /* several alive at once cannot happen; the latest recorded wins */
 	}
+	if (lo > 0 && s->ranges[lo - 1].alone && pc - s->ranges[lo - 1].start <
+	                                             s->ranges[lo - 1].end - s->ranges[lo - 1].start)
+		s->last_range = lo;
 	return best;
 }
 
