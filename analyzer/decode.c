@@ -351,6 +351,22 @@ static inline __attribute__((always_inline)) uint64_t cu(struct cur *c)
 			c->p = p + 2;
 			return (b0 & 0x7f) | b1 << 7;
 		}
+		if (c->end - p >= 8) {
+			uint64_t w;
+			memcpy(&w, p, 8); /* little-endian: byte i in bits 8i.. */
+			uint64_t stops = ~w & 0x8080808080808080ull;
+			if (stops) {
+				unsigned bits = (unsigned)__builtin_ctzll(stops) + 1; /* 8 x the length */
+				if (bits < 64)
+					w &= (1ull << bits) - 1;
+				w &= 0x7f7f7f7f7f7f7f7full;
+				w = (w & 0x007f007f007f007full) | (w & 0x7f007f007f007f00ull) >> 1;
+				w = (w & 0x00003fff00003fffull) | (w & 0x3fff00003fff0000ull) >> 2;
+				w = (w & 0x000000000fffffffull) | (w & 0x0fffffff00000000ull) >> 4;
+				c->p = p + bits / 8;
+				return w;
+			}
+		}
 	}
 	return cu_slow(c);
 }

@@ -133,6 +133,8 @@ static inline uint32_t live_block(uint64_t v)
 /* Adds (sign 1) or removes (sign -1) block v from its site's inuse figures and the totals. */
 static inline __attribute__((always_inline)) void inuse_add(ap_profile *p, uint64_t v, double sign)
 {
+	if (p->inuse_later)
+		return;
 	uint64_t size = live_size(p, v);
 	ap_site *s = &p->sites.v[live_site(p, v)];
 	double w = sign * weight(p, size);
@@ -167,6 +169,38 @@ static inline __attribute__((always_inline)) void put_live(ap_profile *p, uint64
 	inuse_add(p, v, 1);
 }
 
+/* The inuse figures summed from the live set rather than kept event by event (inuse_later).
+ * When only the end of the trace counts (no observer, no --at) and every allocation was recorded,
+ * the replay's additions and subtractions of a block's 1 and size are of integers, exact in a
+ * double while every sum stays below 2^53, and always so when the bytes allocated since the
+ * replay started leaving them do: then each site's figures at the end are exactly the count and
+ * bytes of its blocks still live, in whatever order they are added. This saves the replay, for
+ * every free, reading the freed block's site (a second random access after the live map's), and
+ * the arithmetic. Past 2^53 bytes the figures are summed there and kept event by event again. */
+#define LATER_MAX_BYTES (1ull << 53)
+
+static void inuse_catch_up(ap_profile *p)
+{
+	if (!p->inuse_later)
+		return;
+	p->inuse_later = false;
+	for (size_t i = 0; i < p->live.cap; i++)
+		if (p->live.slots[i].key)
+			inuse_add(p, p->live.slots[i].val, 1);
+	if (p->live.has_zero)
+		inuse_add(p, p->live.zero_val, 1);
+}
+
+static inline __attribute__((always_inline)) void later_count(ap_profile *p, uint64_t size)
+{
+	if (!p->inuse_later)
+		return;
+	if (__builtin_expect(size >= LATER_MAX_BYTES - p->later_bytes, 0))
+		inuse_catch_up(p);
+	else
+		p->later_bytes += size;
+}
+
 /* --at: keeps the sites' inuse figures of the moment asked for; ap_profile_load_ex puts them
  * back in place of the final ones once the replay is done (the alloc figures stay whole-run). */
 static void at_snapshot(ap_profile *p, uint64_t last_index, uint64_t stamp)
@@ -184,9 +218,9 @@ static void at_snapshot(ap_profile *p, uint64_t last_index, uint64_t stamp)
 
 /* Applies one event. Inline in both of its callers: the decoder's callback (on_event) and the
  * replay thread's loop (pipe_replay). */
-static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap_event *e)
+static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap_event *e, bool plain)
 {
-	if (p->opts.at == AP_AT_STAMP && !p->at_taken && e->stamp > p->opts.at_stamp)
+	if (!plain && p->opts.at == AP_AT_STAMP && !p->at_taken && e->stamp > p->opts.at_stamp)
 		at_snapshot(p, p->events ? p->events - 1 : UINT64_MAX, p->last_stamp);
 	if (!p->events++)
 		p->first_stamp = e->stamp;
@@ -198,6 +232,7 @@ static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap
 		double w = weight(p, e->size);
 		s->v[AP_M_ALLOC_OBJECTS] += w;
 		s->v[AP_M_ALLOC_SPACE] += w * (double)e->size;
+		later_count(p, e->size); /* before put_live: past the bound it adds this block */
 		uint64_t v = live_new(p, e->size, e->stack);
 		blk = live_block(v);
 		put_live(p, e->addr, v);
@@ -238,6 +273,8 @@ static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap
 		p->lost_frees = e->lost_frees > UINT64_MAX - p->lost_frees ? UINT64_MAX : p->lost_frees + e->lost_frees;
 		break;
 	}
+	if (plain)
+		return;
 	if (p->opts.observe)
 		p->opts.observe(p->opts.observe_ctx, p, e, blk);
 	if (p->opts.at == AP_AT_EVENT && !p->at_taken && p->events - 1 == p->opts.at_event)
@@ -257,14 +294,18 @@ static void apply_queued(ap_profile *p, const ap_event_rec *x);
 #define PREFETCH_AHEAD 16
 static inline __attribute__((always_inline)) void prefetch(const ap_profile *p, const ap_event_rec *x)
 {
-	if (x->kind == AP_EV_ALLOC || x->kind == AP_EV_FREE)
-		ap_map_prefetch(&p->live, x->addr + 1);
-	if (x->kind == AP_EV_ALLOC && x->stack < p->sites.n)
-		__builtin_prefetch(&p->sites.v[x->stack]);
+	/* Without a branch on the kind, which is as random as the addresses in a trace of mixed
+	 * allocations and frees: a prefetch the event does not need costs less than a mispredicted
+	 * branch. (A free's stack is 0, an allocation's below sites.n: index 0 then.) */
+	ap_map_prefetch(&p->live, x->addr + 1);
+	uint32_t site_id = x->stack < p->sites.n ? x->stack : 0;
+	__builtin_prefetch(&p->sites.v[site_id]);
 }
 
-/* Applies n events (and, from the replay thread's queue, the other items) in order. */
-static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
+/* Applies n events (and, from the replay thread's queue, the other items) in order; plain: see
+ * replay_batch. */
+static inline __attribute__((always_inline)) void replay_loop(ap_profile *p, const ap_event_rec *v,
+                                                              size_t n, bool plain)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (i + PREFETCH_AHEAD < n)
@@ -274,8 +315,18 @@ static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
 			continue;
 		}
 		ap_event e = ap_event_from_rec(&v[i]);
-		replay(p, &e);
+		replay(p, &e, plain);
 	}
+}
+
+/* The loop compiled twice: once for the common load (no observer, no --at, so nothing to check
+ * after each event), once for the rest. */
+static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
+{
+	if (!p->opts.observe && p->opts.at == AP_AT_END)
+		replay_loop(p, v, n, true);
+	else
+		replay_loop(p, v, n, false);
 }
 
 static void on_events(void *ctx, const ap_event_rec *v, size_t n)
@@ -326,6 +377,7 @@ static void on_header(void *ctx, const ap_header *h)
 	p->start_realtime_ns = h->start_realtime_ns;
 	p->start_monotonic_ns = h->start_monotonic_ns;
 	p->sample_bytes = h->sample_bytes;
+	p->inuse_later = fold_wanted(p); /* the same condition: integer figures, only the end */
 	p->clock = h->clock;
 	struct ap_clockpt c = {h->start_stamp, h->start_monotonic_ns};
 	AP_VEC_PUSH(p->clock_pts, c);
@@ -393,9 +445,14 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
  * The replay thread alone touches what the replay builds (sites, blocks, the live set, clock
  * points, the observer's state) while the pipe runs; the decoder's thread keeps the symbols
  * (module and unload records), and the header, which the replay reads, is applied only when the
- * replay thread has caught up and waits. Memory: PIPE_NBUF batches of PIPE_BATCH events. */
+ * replay thread has caught up and waits. Memory: PIPE_NBUF batches of PIPE_BATCH events, 5 MiB.
+ * With 32 batches (10 MiB) every batch was a fresh stretch of memory, its pages faulted in and
+ * out of the caches by the time the replay read it (python3 trace: 15 ms more CPU than with 8).
+ * With 8, the decoder and the replay (which share two cores with the zstd and prewarm threads)
+ * waited for each other so often that a tenth of the two cores went idle: 16 gave the python3
+ * trace 0.213 -> 0.196 s wall at the same CPU (24 batches, or 32 of 4096 events, did worse). */
 #define PIPE_BATCH 8192
-#define PIPE_NBUF 32
+#define PIPE_NBUF 16
 
 /* A queued item is an event as the reader holds it, or one of the QK_ kinds: QK_STACK: stack =
  * id, tid = generation, addr = frames (owned), size = flags << 32 | nframes; QK_CLOCK: addr =
@@ -520,6 +577,7 @@ static void pipe_events(void *ctx, const ap_event_rec *v, size_t n)
 
 static void pipe_stack(void *ctx, const ap_stack_rec *r)
 {
+	ap_symbols_note_stack(((ap_pipe *)ctx)->p->syms, r->generation, r->frames, r->nframes);
 	ap_event_rec *x = pipe_slot(ctx);
 	x->kind = QK_STACK;
 	x->stack = r->id;
@@ -593,6 +651,8 @@ static int read_piped(ap_profile *p, const char *path, bool *started)
 	int err = 0;
 	*started = pthread_create(&q->thread, NULL, pipe_replay, q) == 0;
 	if (*started) {
+		/* The module files the stacks need are opened meanwhile (symbols.c). */
+		ap_symbols_prewarm_begin(p->syms);
 		ap_reader_ops ops = {
 			.ctx = q,
 			.header = pipe_header,
@@ -674,6 +734,7 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 		err = ap_read_trace_mem(path, data, len, compressed, &ops, &p->rr);
 	else if (!pipe_wanted() || (err = read_piped(p, path, &piped), !piped))
 		err = ap_read_trace(path, &ops, &p->rr);
+	inuse_catch_up(p);
 	if (err) {
 		fprintf(stderr, "allocprof: %s\n", p->rr.error);
 		return err;

@@ -83,6 +83,11 @@ typedef struct ap_profile {
 	ap_read_result rr;
 	/* Running totals of every site's inuse figures, for the timeline (kept by the replay). */
 	double inuse_objects, inuse_space;
+	/* Set while the replay leaves the inuse figures (the sites' and the totals above) to be
+	 * summed from the live set once it ends (profile.c: inuse_later); later_bytes: the bytes
+	 * allocated meanwhile. */
+	bool inuse_later;
+	uint64_t later_bytes;
 	/* ap_profile_load_ex: its options; with at != AP_AT_END, the moment the inuse figures
 	 * describe: at_taken says whether the replay reached it (else they are those at the end),
 	 * at_event_index the last event applied before it (UINT64_MAX: none), at_stamp_taken its

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,27 @@ struct elf_file {
 	size_t build_id_len;
 	enum { FILE_UNOPENED, FILE_OK, FILE_BAD } state;
 	ap_symfile *sf;
+	/* Opened ahead by the prewarm thread (below): queued is the reading thread's, problem (what
+	 * file_of warns about on first use, malloc'ed) and warned the prewarm's until it ends. */
+	bool queued, warned;
+	char *problem;
+};
+
+/* Opening a module's file and reading its DWARF is most of a report's own time on a big binary
+ * with compressed debug info (python3: 40 ms of zlib out of ~60 ms), all of it after the trace
+ * is read. While the trace is read (ap_symbols_prewarm_begin .. the first resolve), a thread of
+ * its own opens the files that stacks point into, in the order they are first seen. Nothing else
+ * touches libdwfl meanwhile (the reader's thread only keeps the books of modules), and the first
+ * resolve joins the thread, so libdwfl is never used from two threads at once. Only files with a
+ * build-id are opened ahead: file_of checks the others against the segments of the first module
+ * that needs them, which depends on what is resolved first. */
+struct prewarm {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct elf_file **q;
+	size_t qn, qhead, qcap;
+	bool stop;
 };
 
 struct module {
@@ -54,6 +76,7 @@ struct range {
 	uint64_t start, end;
 	uint64_t maxend; /* once sorted: the largest end of this range and every one before it */
 	uint32_t mod;
+	bool alone;      /* once sorted: no other range overlaps it */
 };
 
 struct cache_ent {
@@ -90,12 +113,16 @@ struct ap_symbols {
 	size_t nranges, capranges;
 	uint64_t max_range;
 	bool ranges_sorted;
+	size_t last_range; /* find_module: the range the last address fell in, if alone (+1) */
 
 	struct cache_ent *cache;
 	size_t cache_n, cache_cap;
 	const char **strs; /* interned strings, open addressing */
 	size_t strs_n, strs_cap;
 	struct chunk *arena;
+	struct prewarm *pw;
+	/* ap_symbols_note_stack: the last range a frame fell in, to skip find_module. */
+	uint64_t note_start, note_end;
 };
 
 /* What resolve returns when it cannot allocate: better a visible gap than a crash. */
@@ -216,10 +243,15 @@ ap_symbols *ap_symbols_new(ap_symbols_warn_fn warn, void *warn_ctx)
 	return s;
 }
 
+static void prewarm_end(ap_symbols *s);
+
 void ap_symbols_free(ap_symbols *s)
 {
 	if (s == NULL)
 		return;
+	prewarm_end(s);
+	for (size_t i = 0; i < s->nfiles; i++)
+		free(s->files[i]->problem);
 	for (size_t i = 0; i < s->nfiles; i++)
 		ap_symfile_close(s->files[i]->sf);
 	free(s->files);
@@ -365,11 +397,23 @@ static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
 		qsort(s->ranges, s->nranges, sizeof(*s->ranges), range_cmp);
 		uint64_t maxend = 0;
 		for (size_t i = 0; i < s->nranges; i++) {
+			s->ranges[i].alone = s->ranges[i].start >= maxend &&
+			                     (i + 1 == s->nranges || s->ranges[i + 1].start >= s->ranges[i].end);
 			if (s->ranges[i].end > maxend)
 				maxend = s->ranges[i].end;
 			s->ranges[i].maxend = maxend;
 		}
 		s->ranges_sorted = true;
+		s->last_range = 0;
+	}
+	/* Consecutive addresses (a stack's frames) mostly fall in one module: when the last one's
+	 * range overlaps no other, an address inside it has no other candidate. */
+	if (s->last_range != 0) {
+		const struct range *r = &s->ranges[s->last_range - 1];
+		if (pc - r->start < r->end - r->start) {
+			const struct module *m = &s->mods[r->mod];
+			return m->gen_from <= gen && gen < m->gen_to ? r->mod : NO_MODULE;
+		}
 	}
 	size_t lo = 0, hi = s->nranges;
 	while (lo < hi) {
@@ -391,8 +435,119 @@ static uint32_t find_module(ap_symbols *s, uint32_t gen, uint64_t pc)
 		    (best == NO_MODULE || r->mod > best))
 			best = r->mod; /* several alive at once cannot happen; the latest recorded wins */
 	}
+	if (lo > 0 && s->ranges[lo - 1].alone && pc - s->ranges[lo - 1].start <
+	                                             s->ranges[lo - 1].end - s->ranges[lo - 1].start)
+		s->last_range = lo;
 	return best;
 }
+
+/* ---- prewarm ------------------------------------------------------------------------------------ */
+
+static void *prewarm_main(void *arg)
+{
+	ap_symbols *s = arg;
+	struct prewarm *pw = s->pw;
+	pthread_mutex_lock(&pw->mu);
+	for (;;) {
+		while (pw->qhead == pw->qn && !pw->stop)
+			pthread_cond_wait(&pw->cv, &pw->mu);
+		if (pw->stop)
+			break;
+		struct elf_file *f = pw->q[pw->qhead++];
+		pthread_mutex_unlock(&pw->mu);
+		char problem[512];
+		/* Files with a build-id only: the segments are then not looked at. */
+		ap_symfile *sf = ap_symfile_open(&s->callbacks, f->path, f->build_id, f->build_id_len, NULL,
+		                                 0, problem, sizeof(problem));
+		if (sf != NULL)
+			ap_symfile_prewarm(sf);
+		char *msg = problem[0] != 0 ? strdup(problem) : NULL;
+		pthread_mutex_lock(&pw->mu);
+		f->sf = sf;
+		f->state = sf != NULL ? FILE_OK : FILE_BAD;
+		f->problem = msg;
+		f->warned = problem[0] != 0 && msg == NULL; /* strdup failed: nothing to say */
+	}
+	pthread_mutex_unlock(&pw->mu);
+	return NULL;
+}
+
+void ap_symbols_prewarm_begin(ap_symbols *s)
+{
+	if (s->no_files || s->pw != NULL)
+		return;
+	struct prewarm *pw = calloc(1, sizeof(*pw));
+	if (pw == NULL)
+		return;
+	pthread_mutex_init(&pw->mu, NULL);
+	pthread_cond_init(&pw->cv, NULL);
+	s->pw = pw;
+	if (pthread_create(&pw->thread, NULL, prewarm_main, s) != 0) {
+		pthread_mutex_destroy(&pw->mu);
+		pthread_cond_destroy(&pw->cv);
+		free(pw);
+		s->pw = NULL;
+	}
+}
+
+/* Stops the prewarm thread after the file it is opening; the files still queued are opened on
+ * demand as without it. */
+static void prewarm_end(ap_symbols *s)
+{
+	struct prewarm *pw = s->pw;
+	if (pw == NULL)
+		return;
+	pthread_mutex_lock(&pw->mu);
+	pw->stop = true;
+	pthread_cond_signal(&pw->cv);
+	pthread_mutex_unlock(&pw->mu);
+	pthread_join(pw->thread, NULL);
+	pthread_mutex_destroy(&pw->mu);
+	pthread_cond_destroy(&pw->cv);
+	free(pw->q);
+	free(pw);
+	s->pw = NULL;
+}
+
+static void prewarm_queue(ap_symbols *s, struct elf_file *f)
+{
+	struct prewarm *pw = s->pw;
+	f->queued = true;
+	pthread_mutex_lock(&pw->mu);
+	if (ap_grow(&pw->q, &pw->qcap, pw->qn + 1, sizeof(*pw->q))) {
+		pw->q[pw->qn++] = f;
+		pthread_cond_signal(&pw->cv);
+	}
+	pthread_mutex_unlock(&pw->mu);
+}
+
+void ap_symbols_note_stack(ap_symbols *s, uint32_t generation, const uint64_t *frames, size_t n)
+{
+	if (s->pw == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t pc = frames[i] != 0 ? frames[i] - 1 : 0;
+		if (pc - s->note_start < s->note_end - s->note_start)
+			continue; /* in the same range as the last frame: its file is queued already */
+		uint32_t mi = find_module(s, generation, pc);
+		if (mi == NO_MODULE)
+			continue;
+		const struct module *m = &s->mods[mi];
+		for (size_t j = 0; j < m->nsegs; j++) {
+			uint64_t start = m->base + m->segs[j].vaddr;
+			if (pc - start < m->segs[j].memsz) {
+				s->note_start = start;
+				s->note_end = start + m->segs[j].memsz;
+				break;
+			}
+		}
+		struct elf_file *f = m->file;
+		if (!f->queued && f->build_id_len > 0) /* no file is opened otherwise meanwhile */
+			prewarm_queue(s, f);
+	}
+}
+
+/* ---- resolving ---------------------------------------------------------------------------------- */
 
 /* The file of module m, opened on first use; warns at most once per file. */
 static ap_symfile *file_of(ap_symbols *s, const struct module *m)
@@ -400,6 +555,13 @@ static ap_symfile *file_of(ap_symbols *s, const struct module *m)
 	struct elf_file *f = m->file;
 	if (s->no_files)
 		return NULL;
+	prewarm_end(s);
+	if (f->queued && !f->warned) {
+		/* Opened ahead: warn now, where opening it would have. */
+		f->warned = true;
+		if (f->problem != NULL)
+			warnf(s, "warning: %s: %s; its frames are shown as module+offset", f->path, f->problem);
+	}
 	if (f->state == FILE_UNOPENED) {
 		char problem[512];
 		f->sf = ap_symfile_open(&s->callbacks, f->path, f->build_id, f->build_id_len, m->segs,

@@ -56,8 +56,20 @@ void ap_symbols_free(ap_symbols *s);
 /* Where separate debug files are looked for: a colon-separated list in libdwfl's syntax ("" is
  * the module's own directory, ".debug" a subdirectory of it, absolute directories are searched
  * for .build-id/xx/yyyy.debug and for the .gnu_debuglink name). NULL restores the default,
- * ":.debug:/usr/lib/debug". Call it before the first ap_symbols_resolve. Returns 0, or -ENOMEM. */
+ * ":.debug:/usr/lib/debug". Call it before the first ap_symbols_resolve (and before
+ * ap_symbols_prewarm_begin). Returns 0, or -ENOMEM. */
 int ap_symbols_set_debuginfo_path(ap_symbols *s, const char *path);
+
+/* Starts opening, in a thread of its own, the files that the stacks given to
+ * ap_symbols_note_stack point into, so that resolving them later finds them ready. For a caller
+ * that reads a trace in one thread and resolves in it afterwards: between this call and the
+ * first ap_symbols_resolve (which ends the thread), only ap_symbols_add_module, _unload and
+ * _note_stack may be called, from one thread. Does nothing after ap_symbols_no_files. Resolving
+ * gives the same results, and the same warnings at the same points, as without it. */
+void ap_symbols_prewarm_begin(ap_symbols *s);
+/* A stack's return addresses as ap_symbols_resolve would get them: queues the files they fall
+ * in for the prewarm thread, if one runs. */
+void ap_symbols_note_stack(ap_symbols *s, uint32_t generation, const uint64_t *frames, size_t n);
 
 /* From now on no module file is opened: every address in a module resolves to "name+0xoffset".
  * For callers that must not touch the file system (the fuzz harness: its traces name any path). */

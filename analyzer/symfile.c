@@ -520,3 +520,15 @@ size_t ap_symfile_lookup(ap_symfile *f, uint64_t addr, ap_rawframe *out, size_t 
 		out[n++] = (ap_rawframe){symname, NULL, 0, false};
 	return n;
 }
+
+void ap_symfile_prewarm(ap_symfile *f)
+{
+	if (!f->syms_built)
+		build_symtab(f);
+	Dwarf_Addr bias;
+	Dwarf *dw = dwfl_module_getdwarf(f->mod, &bias);
+	Dwarf_Aranges *ar;
+	size_t n;
+	if (dw != NULL)
+		dwarf_getaranges(dw, &ar, &n);
+}

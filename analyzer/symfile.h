@@ -33,6 +33,11 @@ ap_symfile *ap_symfile_open(const Dwfl_Callbacks *callbacks, const char *path,
  * their number: 0 when the file knows nothing about addr. */
 size_t ap_symfile_lookup(ap_symfile *f, uint64_t addr, ap_rawframe *out, size_t max);
 
+/* Does up front what the first lookups would do anyway: reads the symbol table and the DWARF
+ * (decompressing its sections) and the address index of its compilation units. Lookups give the
+ * same results with or without it. */
+void ap_symfile_prewarm(ap_symfile *f);
+
 void ap_symfile_close(ap_symfile *f);
 
 #endif
