@@ -267,6 +267,8 @@ static inline void release(struct ap_thread *t, struct ap_buf *b)
 	atomic_store_explicit(&t->cur, b, memory_order_release);
 	if (AP_UNLIKELY(atomic_load_explicit(&ap_state, memory_order_relaxed) == AP_STATE_FINAL))
 		ap_writer_sync();
+	else if (AP_UNLIKELY(atomic_load_explicit(&ap_writer_deferred, memory_order_relaxed)))
+		ap_writer_poll();
 }
 
 static void thread_detach(void *arg)

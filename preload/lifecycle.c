@@ -25,6 +25,7 @@
 #include "events.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -120,6 +121,7 @@ static struct {
 	void (*exit_)(int) __attribute__((noreturn));
 	void (*Exit)(int) __attribute__((noreturn));
 	void (*abort)(void) __attribute__((noreturn));
+	int (*pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 } real;
 
 /* Registered by our constructor, which runs before __libc_start_main registers the loader's
@@ -184,6 +186,29 @@ AP_EXPORT __attribute__((noreturn)) void abort(void)
 	}
 }
 
+/* ---- threads -------------------------------------------------------------------------------------- */
+
+/* Only to start the writer thread where sampled mode went without one (writer.c): just before
+ * the program's first thread, from the program's own call. */
+AP_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*fn)(void *),
+                             void *arg)
+{
+	if (!real.pthread_create) {
+		real.pthread_create = (__typeof__(real.pthread_create))dlsym(RTLD_NEXT, "pthread_create");
+		if (!real.pthread_create)
+			return EAGAIN;
+	}
+	if (AP_UNLIKELY(atomic_load_explicit(&ap_writer_deferred, memory_order_relaxed)) &&
+	    !ap_hot.guard) {
+		int saved_errno = errno;
+		int was = ap_guard_enter(2);
+		ap_writer_thread_needed();
+		ap_guard_leave(was);
+		errno = saved_errno;
+	}
+	return real.pthread_create(thread, attr, fn, arg);
+}
+
 /* ---- start and end -------------------------------------------------------------------------------- */
 
 __attribute__((constructor(101))) static void ap_constructor(void)
@@ -196,6 +221,8 @@ __attribute__((constructor(101))) static void ap_constructor(void)
 	real.exit_ = (__typeof__(real.exit_))dlsym(RTLD_NEXT, "_exit");
 	real.Exit = (__typeof__(real.Exit))dlsym(RTLD_NEXT, "_Exit");
 	real.abort = (__typeof__(real.abort))dlsym(RTLD_NEXT, "abort");
+	if (!real.pthread_create)
+		real.pthread_create = (__typeof__(real.pthread_create))dlsym(RTLD_NEXT, "pthread_create");
 	if (ap_cfg.no_children)
 		drop_self_from_preload();
 	pthread_atfork(before_fork, after_fork_parent, after_fork_child);

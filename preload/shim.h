@@ -189,6 +189,13 @@ void ap_writer_finish(void) AP_HIDDEN;
 /* After fork in the child: the parent's file and writer are not ours; forgets them. */
 void ap_writer_forked_child(void) AP_HIDDEN;
 void ap_writer_wake(void) AP_HIDDEN;
+/* Sampled mode while the process has one thread: no writer thread (see writer.c). */
+extern atomic_bool ap_writer_deferred AP_HIDDEN;
+/* Deferred: a round, from the calling thread, if one is due. Called after an event is recorded,
+ * with the thread's buffer released. */
+void ap_writer_poll(void) AP_HIDDEN;
+/* Deferred: the program is about to create a thread; start the writer thread now. */
+void ap_writer_thread_needed(void) AP_HIDDEN;
 /* The pid whose trace this is (0 before the file is open): a vfork child shares our memory and
  * must not touch it. */
 extern atomic_int ap_trace_pid AP_HIDDEN;

@@ -10,6 +10,15 @@
  *     write SYNC(W) and CLOCK, end the zstd frame, write(2) it
  *
  * Ending a frame each round is what makes a killed program's trace readable up to its last round.
+ *
+ * Sampled mode in a process that has one thread starts no writer thread: a second thread, even
+ * one that never touches the heap, makes glibc's malloc take its arena lock on every call that
+ * misses the thread cache (measured: python3 with PYTHONMALLOC=malloc +5% CPU from an idle
+ * thread alone, more than everything else sampling costs it). Instead the thread that records a
+ * sample (or a sampled block's free) runs the round itself when the last one is 100 ms old or
+ * enough buffers are queued (ap_writer_poll): writing follows the sampling activity, as jemalloc's
+ * prof_interval dumps do. The program's first pthread_create starts the writer thread (from the
+ * program's own call, a safe place to create a thread; never from inside malloc).
  * The zstd context gets its memory from mmap (ZSTD_customMem), never from the traced allocator.
  * All signals are blocked in the writer thread, so the program's handlers never run on it.
  *
@@ -32,6 +41,7 @@
 #include <signal.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/single_threaded.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -59,6 +69,10 @@ static uint64_t bytes_raw, bytes_file, n_allocs, n_frees;
 
 static pthread_t writer_thread;
 static atomic_bool writer_up, writer_stop;
+/* Sampled mode in a process with one thread: no writer thread yet (see ap_writer_poll). */
+atomic_bool ap_writer_deferred;
+static atomic_bool round_due; /* deferred: enough buffers are queued for a round */
+static _Atomic uint64_t last_round_ns;
 static atomic_uint wake_word;  /* futex: bumped to wake the writer early */
 static atomic_bool writer_sleeping;
 
@@ -69,6 +83,8 @@ bool ap_writer_running(void)
 
 void ap_writer_wake(void)
 {
+	if (atomic_load_explicit(&ap_writer_deferred, memory_order_relaxed))
+		atomic_store_explicit(&round_due, true, memory_order_relaxed);
 	if (atomic_load_explicit(&writer_sleeping, memory_order_relaxed)) {
 		atomic_fetch_add(&wake_word, 1);
 		syscall(SYS_futex, &wake_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
@@ -413,6 +429,22 @@ void ap_writer_sync(void)
 	pthread_mutex_unlock(&round_lock);
 }
 
+static void *writer_main(void *arg);
+
+static void start_thread(void)
+{
+	/* Block every signal in the new thread: the program's handlers must run on its own. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int err = pthread_create(&writer_thread, NULL, writer_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err == 0)
+		atomic_store(&writer_up, true);
+	else
+		ap_log("cannot start the writer thread (%s); writing synchronously", strerror(err));
+}
+
 static void *writer_main(void *arg)
 {
 	(void)arg;
@@ -477,18 +509,38 @@ bool ap_writer_start(void)
 	/* On before the writer thread exists: a write failure it meets later turns tracing off, and
 	 * our caller must not undo that. */
 	atomic_store(&ap_state, AP_STATE_ON);
-
-	/* Block every signal in the new thread: the program's handlers must run on its own. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int err = pthread_create(&writer_thread, NULL, writer_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err == 0)
-		atomic_store(&writer_up, true);
-	else
-		ap_log("cannot start the writer thread (%s); writing synchronously", strerror(err));
+	if (ap_cfg.sample_bytes && __libc_single_threaded) {
+		atomic_store(&last_round_ns, ap_sys_monotonic_ns());
+		atomic_store(&ap_writer_deferred, true);
+		return true;
+	}
+	start_thread();
 	return true;
+}
+
+void ap_writer_thread_needed(void)
+{
+	if (atomic_exchange(&ap_writer_deferred, false))
+		start_thread();
+}
+
+void ap_writer_poll(void)
+{
+	uint64_t now = ap_sys_monotonic_ns();
+	if (!atomic_load_explicit(&round_due, memory_order_relaxed) &&
+	    now - atomic_load_explicit(&last_round_ns, memory_order_relaxed) < AP_ROUND_NS)
+		return;
+	if (pthread_mutex_trylock(&round_lock) != 0)
+		return; /* another thread is writing a round (or the process is forking) */
+	if (atomic_load(&ap_writer_deferred)) {
+		atomic_store(&round_due, false);
+		atomic_store(&last_round_ns, now);
+		rounds_locked();
+	}
+	pthread_mutex_unlock(&round_lock);
+	/* After the round, as the writer thread does before its next one: a module loaded since is
+	 * reported before the events of the next round can point into it. */
+	ap_modules_scan(false);
 }
 
 static void write_end(void)
@@ -540,6 +592,7 @@ void ap_writer_finish(void)
 {
 	if (atomic_exchange(&finished, true))
 		return;
+	atomic_store(&ap_writer_deferred, false); /* FINAL: every event is written as it happens */
 	if (atomic_load(&writer_up)) {
 		atomic_store(&writer_stop, true);
 		atomic_store(&writer_sleeping, true);
@@ -576,6 +629,8 @@ void ap_writer_forked_child(void)
 	atomic_store(&end_status, 0);
 	atomic_store(&finished, false);
 	atomic_store(&writer_up, false);
+	atomic_store(&ap_writer_deferred, false);
+	atomic_store(&round_due, false);
 	atomic_store(&writer_stop, false);
 	atomic_store(&writer_sleeping, false);
 	pthread_mutex_init(&round_lock, NULL);
