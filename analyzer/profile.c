@@ -319,11 +319,17 @@ static inline __attribute__((always_inline)) void replay_loop(ap_profile *p, con
 	}
 }
 
-/* The loop compiled twice: once for the common load (no observer, no --at, so nothing to check
- * after each event), once for the rest. */
+/* Only the end of the trace counts: no observer, no --at. */
+static bool end_only(const ap_profile *p)
+{
+	return !p->opts.observe && p->opts.at == AP_AT_END;
+}
+
+/* The loop compiled twice: once for the common load (end_only, so nothing to check after each
+ * event), once for the rest. */
 static void replay_batch(ap_profile *p, const ap_event_rec *v, size_t n)
 {
-	if (!p->opts.observe && p->opts.at == AP_AT_END)
+	if (end_only(p))
 		replay_loop(p, v, n, true);
 	else
 		replay_loop(p, v, n, false);
@@ -341,7 +347,7 @@ static void on_events(void *ctx, const ap_event_rec *v, size_t n)
  * sampled mode the weights are fractions whose sums depend on the order of the additions. */
 static bool fold_wanted(const ap_profile *p)
 {
-	return !p->opts.observe && p->opts.at == AP_AT_END && !p->sample_bytes;
+	return end_only(p) && !p->sample_bytes;
 }
 
 static bool on_want_pairs(void *ctx)

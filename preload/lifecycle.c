@@ -221,8 +221,6 @@ __attribute__((constructor(101))) static void ap_constructor(void)
 	real.exit_ = (__typeof__(real.exit_))dlsym(RTLD_NEXT, "_exit");
 	real.Exit = (__typeof__(real.Exit))dlsym(RTLD_NEXT, "_Exit");
 	real.abort = (__typeof__(real.abort))dlsym(RTLD_NEXT, "abort");
-	if (!real.pthread_create)
-		real.pthread_create = (__typeof__(real.pthread_create))dlsym(RTLD_NEXT, "pthread_create");
 	if (ap_cfg.no_children)
 		drop_self_from_preload();
 	pthread_atfork(before_fork, after_fork_parent, after_fork_child);

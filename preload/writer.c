@@ -1,8 +1,8 @@
 /*
  * writer.c: the background thread that turns buffers into the trace file.
  *
- * Every 100 ms, or sooner when threads have handed over about 1 MiB of full buffers
- * (AP_WAKE_QUEUED in events.c), the writer runs a round:
+ * Every 100 ms, or sooner when threads have handed over 8 full buffers (AP_WAKE_QUEUED in
+ * events.c), the writer runs a round:
  *
  *     W = stamp()            every event stamped before W is now in a buffer we can reach
  *     steal each thread's current buffer, take the queue of full ones, take the meta stream
@@ -13,8 +13,9 @@
  * then. Not every round: a frame's compression starts from nothing, and frames of one round
  * (22-53 KiB of stream) took 15-45% more bytes. Longer frames cost zstd more time per byte at a
  * given level (more history to match against), so the level is 2: churn_mt at scale 0.3 takes
- * 1.98 B/event against 2.25 with a frame per round at level 3, for less CPU (interleaved runs,
- * full mode: 2.76 s added against 2.84), and gcc's cc1 1.12 against 1.67.
+ * 1.98 B/event against 2.25 with a frame per round at level 3, and gcc's cc1 1.12 against 1.67,
+ * for a little more CPU (interleaved runs of churn_mt in full mode: 2.94 s added against 2.73;
+ * runs differ by about 5% from one set to the next).
  *
  * Sampled mode in a process that has one thread starts no writer thread: a second thread, even
  * one that never touches the heap, makes glibc's malloc take its arena lock on every call that
@@ -77,11 +78,11 @@ static atomic_bool writer_up, writer_stop;
 /* Sampled mode in a process with one thread: no writer thread yet (see ap_writer_poll). */
 atomic_bool ap_writer_deferred;
 static atomic_bool round_due; /* deferred: enough buffers are queued for a round */
-static _Atomic uint64_t last_round_ns;
 /* The zstd frame: ended at least every AP_ROUND_NS (a killed program's trace is readable up to
- * the last end), not at every round. Under round_lock. */
-static uint64_t frame_end_ns;
-static bool frame_open; /* something was compressed since the last end */
+ * the last end), not at every round. Written under round_lock; ap_writer_poll reads the time
+ * without it (a deferred round always ends the frame, so it is also the last round's time). */
+static _Atomic uint64_t frame_end_ns;
+static bool frame_open; /* something was compressed since the last end; under round_lock */
 static atomic_uint wake_word;  /* futex: bumped to wake the writer early */
 static atomic_bool writer_sleeping;
 
@@ -211,7 +212,7 @@ static void end_frame(void)
 	compress(NULL, 0, ZSTD_e_end);
 	flush_out();
 	frame_open = false;
-	frame_end_ns = ap_sys_monotonic_ns();
+	atomic_store_explicit(&frame_end_ns, ap_sys_monotonic_ns(), memory_order_relaxed);
 }
 
 /* ---- records ----------------------------------------------------------------------------------- */
@@ -395,7 +396,7 @@ static bool round_locked(bool force_frame)
 	uint64_t now = ap_sys_monotonic_ns();
 	bool end = force_frame || atomic_load(&ap_state) != AP_STATE_ON ||
 	           atomic_load_explicit(&ap_writer_deferred, memory_order_relaxed) ||
-	           now - frame_end_ns >= AP_ROUND_NS;
+	           now - atomic_load_explicit(&frame_end_ns, memory_order_relaxed) >= AP_ROUND_NS;
 	if (!stolen && !queued && !meta && !force_frame && !lost_a && !lost_f) {
 		if (frame_open && end)
 			end_frame();
@@ -535,7 +536,6 @@ bool ap_writer_start(void)
 	 * our caller must not undo that. */
 	atomic_store(&ap_state, AP_STATE_ON);
 	if (ap_cfg.sample_bytes && __libc_single_threaded) {
-		atomic_store(&last_round_ns, ap_sys_monotonic_ns());
 		atomic_store(&ap_writer_deferred, true);
 		return true;
 	}
@@ -553,13 +553,12 @@ void ap_writer_poll(void)
 {
 	uint64_t now = ap_sys_monotonic_ns();
 	if (!atomic_load_explicit(&round_due, memory_order_relaxed) &&
-	    now - atomic_load_explicit(&last_round_ns, memory_order_relaxed) < AP_ROUND_NS)
+	    now - atomic_load_explicit(&frame_end_ns, memory_order_relaxed) < AP_ROUND_NS)
 		return;
 	if (pthread_mutex_trylock(&round_lock) != 0)
 		return; /* another thread is writing a round (or the process is forking) */
 	if (atomic_load(&ap_writer_deferred)) {
 		atomic_store(&round_due, false);
-		atomic_store(&last_round_ns, now);
 		rounds_locked();
 	}
 	pthread_mutex_unlock(&round_lock);
@@ -650,7 +649,7 @@ void ap_writer_forked_child(void)
 	bytes_raw = bytes_file = n_allocs = n_frees = 0;
 	zout_len = 0;
 	frame_open = false; /* the parent's, discarded with its context's session (writer_start) */
-	frame_end_ns = 0;
+	atomic_store(&frame_end_ns, 0);
 	atomic_store(&ap_trace_pid, 0);
 	atomic_store(&end_how, AP_END_UNKNOWN);
 	atomic_store(&end_status, 0);
