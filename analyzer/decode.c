@@ -92,6 +92,18 @@ struct reader {
 /* Keys for blocks whose address the trace omits (ALLOC_LOCAL): from 2^63 up, above any user-space
  * address, so they never meet a real one in the live set. */
 #define AP_LOCAL_KEY_BASE (1ull << 63)
+/* Ordinals (format 3) are below 2^62: keys stay below 2^63 + 2^62, first_ord + n cannot wrap. */
+#define AP_ORD_MAX (1ull << 62)
+
+/* last += delta, false when the result leaves [0, AP_ORD_MAX). */
+static inline bool ord_step(uint64_t *last, int64_t delta)
+{
+	uint64_t v = *last + (uint64_t)delta;
+	if (v >= AP_ORD_MAX)
+		return false;
+	*last = v;
+	return true;
+}
 /* In locals: a block folded into the sums, never delivered (keys are >= 2^63, 0 is "freed"). */
 #define AP_LOCAL_FOLDED 1u
 
@@ -632,6 +644,10 @@ static bool fold_scan(struct reader *r, const uint8_t *tags, uint64_t n, uint64_
 			marks[nm - k] = i + 1 < n && !realloc ? MARK_FOLD : MARK_KEEP;
 		} else if (kind == AP_EV_UNFREE) {
 			held = SIZE_MAX; /* may bring the block back: it stays */
+			if (r->version >= 3)
+				cu(&bk); /* its form (address or ordinal) */
+		} else if (kind == AP_EV_FREE_ORD && r->version >= 3) {
+			cu(&bk);
 		}
 	}
 	r->marks.n = nm;
@@ -646,11 +662,16 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 	ev.tid = cu32(c);
 	cu(c); /* chunk_seq: order within a thread comes from the stamps */
 	uint64_t stamp = cu(c), addr = 0;
+	/* Format 3: the ordinal of the chunk's first event; an allocation's is first_ord plus its
+	 * index, and a block written without its address has the key AP_LOCAL_KEY_BASE + ordinal. */
+	uint64_t first_ord = r->version >= 3 ? cu(c) : 0, last_ord = first_ord;
 	uint64_t n = cu(c), len[5];
 	for (int i = 0; i < 5; i++)
 		len[i] = cu(c);
 	if (c->bad)
 		return fail(r, AP_E_CORRUPT, "corrupt trace: malformed chunk header");
+	if (first_ord > AP_ORD_MAX || n > AP_ORD_MAX - first_ord)
+		return fail(r, AP_E_CORRUPT, "corrupt trace: a chunk of thread %u has ordinals out of range", ev.tid);
 	uint64_t left = (uint64_t)(c->end - c->p), sum = n;
 	for (int i = 0; i < 5; i++) {
 		if (len[i] > left)
@@ -680,13 +701,23 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 		ev.size = 0;
 		ev.stack = 0;
 		switch (ev.kind) {
+		case AP_EV_ALLOC_ORD:
+			if (r->version < 3)
+				goto unknown;
+			ev.addr = AP_LOCAL_KEY_BASE + first_ord + i;
+			ev.kind = AP_EV_ALLOC;
+			ev.size = cu(in);
+			ev.stack = cu32(in);
+			if (!in->bad && ev.stack > r->max_stack)
+				return check_stack(r, &ev);
+			break;
 		case AP_EV_ALLOC:
 		case AP_EV_ALLOC_LOCAL:
 			if (ev.kind == AP_EV_ALLOC) {
 				addr += (uint64_t)ap_unzigzag(cu(ad));
 				ev.addr = addr;
 			} else {
-				ev.addr = r->next_local++;
+				ev.addr = r->version >= 3 ? AP_LOCAL_KEY_BASE + first_ord + i : r->next_local++;
 				ev.kind = AP_EV_ALLOC;
 				if (fold && r->marks.v[r->locals.n] == MARK_FOLD) {
 					ev.size = cu(in);
@@ -707,9 +738,31 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 				return check_stack(r, &ev);
 			break;
 		case AP_EV_FREE:
-		case AP_EV_UNFREE:
 			addr += (uint64_t)ap_unzigzag(cu(ad));
 			ev.addr = addr;
+			break;
+		case AP_EV_UNFREE: {
+			/* Format 3: a varint m in backs first; m > 0 names the block by ordinal. */
+			uint64_t m = r->version >= 3 ? cu(bk) : 0;
+			if (m == 0) {
+				addr += (uint64_t)ap_unzigzag(cu(ad));
+				ev.addr = addr;
+			} else {
+				if (!ord_step(&last_ord, ap_unzigzag(m - 1)))
+					return fail(r, AP_E_CORRUPT, "corrupt trace: an ordinal out of range in a chunk "
+					            "of thread %u", ev.tid);
+				ev.addr = AP_LOCAL_KEY_BASE + last_ord;
+			}
+			break;
+		}
+		case AP_EV_FREE_ORD:
+			if (r->version < 3)
+				goto unknown;
+			if (!ord_step(&last_ord, ap_unzigzag(cu(bk))))
+				return fail(r, AP_E_CORRUPT, "corrupt trace: an ordinal out of range in a chunk of "
+				            "thread %u", ev.tid);
+			ev.addr = AP_LOCAL_KEY_BASE + last_ord;
+			ev.kind = AP_EV_FREE;
 			break;
 		case AP_EV_FREE_BACK: {
 			uint64_t k = cu(bk);
@@ -730,6 +783,7 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 			ev.lost_frees = cu(ot);
 			break;
 		default:
+		unknown:
 			return fail(r, AP_E_CORRUPT, "corrupt trace: unknown event kind %u in a chunk of thread %u",
 			            ev.kind, ev.tid);
 		}

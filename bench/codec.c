@@ -49,10 +49,34 @@
 #include "chunkenc.h"
 #include "decode.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+
+/* What the encoder takes from the shim's sys.c: mmap'd memory and a log line. */
+void *ap_sys_map(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void ap_sys_unmap(void *p, size_t size)
+{
+	munmap(p, size);
+}
+
+void ap_log(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("allocprof: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
 
 /* ---- the events: what is encoded, and what decoding must give back ------------------------- */
 
@@ -69,8 +93,6 @@ struct mix {
 	uint32_t nstacks;             /* ids 1..nstacks */
 	unsigned min_depth, max_depth; /* of the stacks' frames (STACK records) */
 	uint64_t stamp;               /* the counter clock: the last stamp handed out */
-	uint64_t multi_since;         /* stamp of the second thread's first event (UINT64_MAX: none) */
-	uint64_t seen_threads;        /* bit per thread index that recorded an event */
 };
 
 static uint64_t splitmix64(uint64_t *s)
@@ -85,11 +107,6 @@ static void emit(struct mix *m, unsigned thread, int kind, int api, uint64_t add
                  uint32_t stack)
 {
 	uint64_t stamp = ++m->stamp;
-	if (!(m->seen_threads & (1ull << thread))) {
-		if (m->seen_threads && m->multi_since == UINT64_MAX)
-			m->multi_since = stamp;
-		m->seen_threads |= 1ull << thread;
-	}
 	struct xev e = {.stamp = stamp, .addr = addr, .size = kind == AP_EV_ALLOC ? size : 0,
 	                .stack = kind == AP_EV_ALLOC ? stack : 0, .tid = 1000 + thread,
 	                .kind = (uint8_t)kind, .api = (uint8_t)api};
@@ -544,31 +561,80 @@ static void put_preamble(bytes *s, const struct mix *m)
 	AP_VEC_FREE(p);
 }
 
+/* How far below the end of each round its promise is, so that the rounds leave events to the next
+ * one as the writer's do (the events its threads record while it steals their buffers). */
+static uint64_t promise_lag = 0;
+
+/* The recording's rounds: the buffers up to each SYNC, chained through next after what the round
+ * before left, encoded as the writer encodes a round (ap_chunk_round) and handed to sink in
+ * order; the last round takes everything. */
+static void encode_rounds(const struct recording *rec, ap_chunk_sink *sink, void *ctx,
+                          void (*on_sync)(void *ctx, uint64_t sync))
+{
+	size_t first = 0;
+	struct ap_buf *carry = NULL;
+	uint64_t promise = 0;
+	for (size_t i = 0; i < rec->items.n; i++) {
+		const struct item *it = &rec->items.v[i];
+		if (it->b)
+			continue;
+		struct ap_buf *list = carry, **tail = &list;
+		while (*tail)
+			tail = &(*tail)->next;
+		for (size_t k = first; k < i; k++) {
+			*tail = rec->items.v[k].b;
+			(*tail)->next = NULL;
+			tail = &(*tail)->next;
+		}
+		bool last = i + 1 == rec->items.n;
+		if (last)
+			promise = it->sync;
+		else if (it->sync > promise + promise_lag)
+			promise = it->sync - promise_lag;
+		struct ap_buf *done;
+		carry = ap_chunk_round(list, promise, sink, ctx, &done);
+		if (on_sync)
+			on_sync(ctx, promise);
+		first = i + 1;
+	}
+}
+
+struct stream_ctx {
+	bytes *s, p;
+	uint64_t chunk_bytes;
+};
+
+static void stream_chunk(void *ctx, const struct ap_buf *b, const struct ap_chunk_out *out)
+{
+	(void)b;
+	struct stream_ctx *c = ctx;
+	c->p.n = 0;
+	for (size_t k = 0; k < out->npieces; k++)
+		put_bytes(&c->p, out->piece[k], out->len[k]);
+	size_t before = c->s->n;
+	put_record(c->s, AP_REC_CHUNK, &c->p);
+	c->chunk_bytes += c->s->n - before;
+}
+
+static void stream_sync(void *ctx, uint64_t sync)
+{
+	struct stream_ctx *c = ctx;
+	c->p.n = 0;
+	put_varint(&c->p, sync);
+	put_record(c->s, AP_REC_SYNC, &c->p);
+}
+
 /* The whole stream; *chunk_bytes gets what the CHUNK records take. */
 static void build_stream(const struct mix *m, const struct recording *rec, bytes *s, size_t *preamble_len,
                          uint64_t *chunk_bytes)
 {
 	put_preamble(s, m);
 	*preamble_len = s->n;
-	*chunk_bytes = 0;
-	bytes p = {0};
-	for (size_t i = 0; i < rec->items.n; i++) {
-		const struct item *it = &rec->items.v[i];
-		p.n = 0;
-		if (it->b) {
-			struct ap_chunk_out out;
-			ap_chunk_encode(it->b, m->multi_since, &out);
-			for (size_t k = 0; k < out.npieces; k++)
-				put_bytes(&p, out.piece[k], out.len[k]);
-			size_t before = s->n;
-			put_record(s, AP_REC_CHUNK, &p);
-			*chunk_bytes += s->n - before;
-		} else {
-			put_varint(&p, it->sync);
-			put_record(s, AP_REC_SYNC, &p);
-		}
-	}
-	AP_VEC_FREE(p);
+	ap_chunk_reset(); /* a new trace: ordinals from 0 */
+	struct stream_ctx c = {.s = s};
+	encode_rounds(rec, stream_chunk, &c, stream_sync);
+	*chunk_bytes = c.chunk_bytes;
+	AP_VEC_FREE(c.p);
 }
 
 /* ---- checking: decoding gives back exactly what was encoded ---------------------------------- */
@@ -576,7 +642,8 @@ static void build_stream(const struct mix *m, const struct recording *rec, bytes
 struct check {
 	const struct mix *m;
 	size_t next;    /* index of the next expected event */
-	ap_map live;    /* key of a block delivered without its address -> (thread, original address) */
+	ap_map live;    /* key of a block delivered without its address -> its original address */
+	ap_map dead;    /* the same, once freed (an UNFREE may bring one back) */
 	uint64_t nlocal; /* such blocks */
 	char error[320];
 };
@@ -607,21 +674,35 @@ static void check_events(void *ctx, const ap_event_rec *v, size_t n)
 		else if (d->stack != e->stack)
 			what = "stack id";
 		else if (d->addr >= LOCAL_KEY_BASE && e->kind == AP_EV_ALLOC) {
-			/* ALLOC_LOCAL: a key the reader hands out, never twice (in parsing order, so
-			 * not necessarily increasing in stamp order across threads) */
+			/* ALLOC_ORD, ALLOC_LOCAL: a key the reader makes from the block's ordinal,
+			 * never given twice */
 			bool added;
 			uint64_t *val = ap_map_put(&c->live, d->addr, &added);
-			if (!added)
+			if (!added || ap_map_get(&c->dead, d->addr))
 				what = "address (a key for an omitted one, given twice)";
-			*val = (uint64_t)e->tid << 48 | e->addr; /* user-space addresses have 47 bits */
+			*val = e->addr;
 			c->nlocal++;
 		} else if (d->addr >= LOCAL_KEY_BASE && e->kind == AP_EV_FREE) {
-			/* FREE_BACK: the key of a live ALLOC_LOCAL of the same address, by the same thread */
+			/* FREE_ORD, FREE_BACK: the key of a live block of the same address, allocated by
+			 * any thread */
 			uint64_t *val = ap_map_get(&c->live, d->addr);
-			if (!val || *val != ((uint64_t)e->tid << 48 | e->addr))
+			if (!val || *val != e->addr) {
 				what = "address (the free of an omitted one)";
-			else
+			} else {
 				ap_map_del(&c->live, d->addr, NULL);
+				bool added;
+				*ap_map_put(&c->dead, d->addr, &added) = e->addr;
+			}
+		} else if (d->addr >= LOCAL_KEY_BASE && e->kind == AP_EV_UNFREE) {
+			/* By ordinal: a block this trace freed, of the same address */
+			uint64_t *val = ap_map_get(&c->dead, d->addr);
+			if (!val || *val != e->addr) {
+				what = "address (the UNFREE of an omitted one)";
+			} else {
+				ap_map_del(&c->dead, d->addr, NULL);
+				bool added;
+				*ap_map_put(&c->live, d->addr, &added) = e->addr;
+			}
 		} else if (d->addr != e->addr) {
 			what = "address";
 		}
@@ -651,11 +732,9 @@ static int check_stream(const struct mix *m, const bytes *s, uint64_t *nlocal)
 	if (!c.error[0] && (res.truncated || res.unordered || res.late_events))
 		snprintf(c.error, sizeof(c.error), "the reader says truncated %d, unordered %d, late events %llu",
 		         res.truncated, res.unordered, (unsigned long long)res.late_events);
-	if (!c.error[0] && c.live.n)
-		snprintf(c.error, sizeof(c.error), "%zu blocks allocated without their address were never freed",
-		         c.live.n);
 	*nlocal = c.nlocal;
 	ap_map_free(&c.live);
+	ap_map_free(&c.dead);
 	if (c.error[0]) {
 		fprintf(stderr, "codec: %s: decoding does not give back the events encoded: %s\n", m->name, c.error);
 		return 1;
@@ -692,14 +771,16 @@ struct bench {
 	uint64_t sink;
 };
 
+static void sum_chunk(void *ctx, const struct ap_buf *b, const struct ap_chunk_out *out)
+{
+	(void)b;
+	*(uint64_t *)ctx += out->total;
+}
+
 static void encode_all(struct bench *b)
 {
-	struct ap_chunk_out out;
-	for (size_t i = 0; i < b->rec->items.n; i++)
-		if (b->rec->items.v[i].b) {
-			ap_chunk_encode(b->rec->items.v[i].b, b->m->multi_since, &out);
-			b->sink += out.total;
-		}
+	ap_chunk_reset();
+	encode_rounds(b->rec, sum_chunk, &b->sink, NULL);
 }
 
 static void count_events(void *ctx, const ap_event_rec *v, size_t n)
@@ -762,7 +843,7 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--check"))
-			check_only = true;
+			check_only = true, promise_lag = 37; /* rounds leave events to the next: checked too */
 		else if (!strcmp(a, "--events") && i + 1 < argc)
 			events = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(a, "--runs") && i + 1 < argc)
@@ -792,7 +873,7 @@ int main(int argc, char **argv)
 		if (only && strcmp(only, mixes[k].name))
 			continue;
 		found++;
-		struct mix m = {.name = mixes[k].name, .multi_since = UINT64_MAX};
+		struct mix m = {.name = mixes[k].name};
 		mixes[k].gen(&m, events);
 		struct recording rec = {0};
 		record_rows(&m, round, &rec);

@@ -1,59 +1,79 @@
 /*
- * chunkenc.c: the writer's encoder of CHUNK records (format version 2: see allocprof/trace.h).
+ * chunkenc.c: the writer's encoder of CHUNK records (format version 3: see allocprof/trace.h).
  *
  * Why columns: zstd models literals per block, and a row of (tag, stamp delta, address delta,
  * size, stack) mixes five alphabets; one column per field compresses a churn trace to less than
- * half. Why pairing: the address of a short-lived block is most of what is left (an allocator's
- * choice of address is close to random), and a block allocated and freed within one chunk needs
- * none: the free names it by its distance among the chunk's such allocations.
+ * half.
+ *
+ * Why ordinals: an allocator's choice of address is close to random, and addresses were most of
+ * what was left (two-thread churn: 1.2 of 2.0 bytes per event; python3: 13.7 of 14.8 MB). So an
+ * allocation is written without its address, and its free names the block by its ordinal (the
+ * chunk's first ordinal plus the allocation's index in the chunk), as a difference from the
+ * previous ordinal named in the chunk: a program that frees in allocation order, or in reverse,
+ * writes runs of +1 or -1. A block freed in the chunk that allocated it is named more shortly
+ * still, by its distance among the chunk's such allocations (ALLOC_LOCAL, FREE_BACK).
+ *
+ * The writer finds a free's ordinal in livemap by address. That is exact only if it sees the
+ * events in stamp order across threads: a free must meet the block that was at its address when
+ * it ran, not one another thread allocated there since. So a round's buffers are first resolved
+ * together, their events merged in stamp order (resolve), then encoded one by one (encode); and
+ * a round takes only the events stamped below its promise (the stamp its SYNC record promises:
+ * every event below it is in this round or an earlier one). The rest, a thread's events after
+ * the round began, wait for the next round, so no round ever meets an event older than one an
+ * earlier round has resolved.
  */
 #include "chunkenc.h"
+#include "livemap.h"
 
 #include <string.h>
 
-_Atomic uint64_t ap_multi_since = UINT64_MAX;
-
 /* The smallest event is 3 bytes (tag, stamp delta, address delta). */
 #define MAX_EVENTS (AP_BUF_DATA / 3 + 1)
-/* 8 Ki slots (128 KiB): a chunk has at most ~6500 allocations but seldom more than a few hundred
- * distinct addresses, and a small table stays in cache. Probes are bounded: an address that
- * finds no slot is not paired (its events keep their addresses), which is always correct. */
-#define HASH_BITS 13
-#define MAX_PROBES 16
-#define HASH_SIZE (1u << HASH_BITS)
-#define NONE UINT16_MAX
-_Static_assert(MAX_EVENTS < NONE, "event indexes must fit in a slot");
+/* Ordinals per chunk: a chunk's first ordinal is a multiple, so that an ordinal tells its chunk
+ * without counting its allocations first. */
+#define ORD_SPAN (1ull << 14)
+_Static_assert(MAX_EVENTS <= ORD_SPAN, "an event index must fit in a chunk's ordinals");
 
-enum { F_LOCAL = 1, F_BACK = 2 };
+/* What resolve decides for each event (res[i]), for encode: the low 2 bits, and an ordinal
+ * above them for frees and UNFREEs. */
+enum {
+	R_ORD = 0,   /* ALLOC: without address. FREE, UNFREE: names ordinal res >> 2 */
+	R_ADDR = 1,  /* with its address */
+	R_LOCAL = 2, /* ALLOC: freed in the same chunk (ALLOC_LOCAL). FREE: that free (FREE_BACK) */
+};
 
 /* One decoded event: 32 bytes. LOST keeps its counts in size and addr. */
 struct ev {
 	uint64_t dstamp, size;
 	uintptr_t addr;
 	uint32_t stack;
-	uint16_t ref; /* F_BACK: the allocation's index; F_LOCAL: its number among local ones */
-	uint8_t tag, flags;
-};
-
-struct slot {
-	uintptr_t addr;
-	uint32_t gen;
-	uint16_t alloc; /* index of the live allocation at addr, or NONE */
-	uint16_t freed; /* index of the free that paired with it (for an UNFREE to undo), or NONE */
+	uint16_t local; /* ALLOC_LOCAL: its number among the chunk's */
+	uint8_t tag;
 };
 
 /* Static: only the writer encodes, under the writer lock; pages never touched cost nothing. */
 static struct ev evs[MAX_EVENTS];
-static struct slot table[HASH_SIZE];
-static uint32_t gen;
-/* Column buffers. A column holds at most what the row layout held for its fields, except back
- * references (up to 3 bytes where the address delta might have been 1): bounded by 3 per event. */
+/* Column buffers. A column holds at most what the row layout held for its fields, except the
+ * backs, up to 10 bytes where the address delta might have been 1. */
 static uint8_t col_tags[MAX_EVENTS];
 static uint8_t col_ds[AP_BUF_DATA], col_addr[AP_BUF_DATA], col_info[AP_BUF_DATA];
-static uint8_t col_back[3 * MAX_EVENTS], col_other[AP_BUF_DATA];
-static uint8_t col_head[9 * AP_VARINT_MAX];
+static uint8_t col_back[AP_VARINT_MAX * MAX_EVENTS], col_other[AP_BUF_DATA];
+static uint8_t col_head[10 * AP_VARINT_MAX];
 
-/* The buffer is ours (written by the shim), so it is well formed: no bounds checks. Most
+static uint64_t next_ord; /* the next chunk's first ordinal */
+
+static uint64_t promise; /* this round's: events stamped below it are resolved */
+
+/* The last free by realloc of each thread (by tid, direct-mapped), for its UNFREE if the realloc
+ * fails: the two may be in different chunks. */
+#define REFREE_SLOTS 256
+static struct refree {
+	uintptr_t addr;
+	uint64_t val;
+	uint32_t tid;
+} refree[REFREE_SLOTS];
+
+/* The buffers are ours (written by the shim), so they are well formed: no bounds checks. Most
  * fields are one byte. */
 static inline uint64_t get(const uint8_t **pp)
 {
@@ -72,86 +92,156 @@ static inline uint64_t get(const uint8_t **pp)
 	return v;
 }
 
-static inline struct slot *lookup(uintptr_t addr)
+static bool is_realloc(unsigned api)
 {
-	/* Not a multiplicative hash: nearby blocks (most of a chunk's) keep to nearby slots, which
-	 * stay in cache; the higher bits folded in spread page-aligned blocks. */
-	uint32_t h = (uint32_t)((addr >> 4) ^ (addr >> 12) ^ (addr >> 22)) & (HASH_SIZE - 1);
-	for (int probes = 0; probes < MAX_PROBES; probes++) {
-		struct slot *s = &table[h];
-		if (s->gen != gen || s->addr == addr)
-			return s;
-		h = (h + 1) & (HASH_SIZE - 1);
-	}
-	return NULL;
+	return api == AP_API_REALLOC || api == AP_API_REALLOCARRAY;
 }
 
-/* Marks the allocations freed later in the chunk (F_LOCAL) and those frees (F_BACK). Mirrors
- * what a reader keyed by address does, so dropping the addresses changes nothing it computes:
- * a second allocation at a live address replaces the first (which keeps its address), and a
- * realloc's UNFREE revives a block, which then keeps its address and its free too. */
-static inline void pair(struct ev *e, uint16_t i)
+/* ---- resolve: a round's events in stamp order ------------------------------------------------- */
+
+struct cursor {
+	const uint8_t *p, *end; /* the next event's tag; end of the rows */
+	uint64_t stamp;         /* the last event's; next_stamp: the next one's */
+	uint64_t next_stamp;
+	uintptr_t addr;
+	uint64_t first_ord;
+	uint64_t *res;
+	uint32_t i, tid;
+};
+
+static inline void peek(struct cursor *c)
 {
-	int kind = e->tag & 15;
-	struct slot *s = lookup(e->addr);
-	if (!s)
-		return;
-	if (s->gen != gen) {
-		s->gen = gen;
-		s->addr = e->addr;
-		s->alloc = s->freed = NONE;
-	}
-	if (kind == AP_EV_ALLOC) {
-		s->alloc = i;
-		s->freed = NONE;
-	} else if (kind == AP_EV_FREE) {
-		if (s->alloc != NONE) {
-			evs[s->alloc].flags = F_LOCAL;
-			e->flags = F_BACK;
-			e->ref = s->alloc;
-			s->freed = i;
-		}
-		s->alloc = NONE;
-	} else { /* UNFREE */
-		if (s->freed != NONE) {
-			evs[evs[s->freed].ref].flags = 0;
-			evs[s->freed].flags = 0;
-		}
-		s->alloc = s->freed = NONE;
+	if (c->p < c->end) {
+		const uint8_t *q = c->p + 1;
+		c->next_stamp = c->stamp + get(&q);
 	}
 }
 
-/* Decodes the buffer's rows into evs, pairing allocations and frees stamped before
- * pair_before. Returns the number of events. */
-static size_t decode(const struct ap_buf *b, uint64_t pair_before)
+/* The cursor has an event for this round. */
+static inline bool more(const struct cursor *c)
 {
-	const uint8_t *p = b->data, *end = b->data + b->len;
-	uint64_t stamp = b->base_stamp;
+	return c->p < c->end && c->next_stamp < promise;
+}
+
+static uint64_t on_alloc(struct cursor *c)
+{
+	/* A live entry for the address is replaced: that block's free was not recorded (a free
+	 * the shim could not see), and it stays live for the reader. */
+	return ap_livemap_put(c->addr, c->first_ord + c->i, false) ? R_ORD : R_ADDR;
+}
+
+static uint64_t on_free(struct cursor *c, unsigned api)
+{
+	uint64_t v;
+	if (!ap_livemap_take(c->addr, &v))
+		return R_ADDR; /* a block written with its address, or one allocated before tracing */
+	if (is_realloc(api))
+		refree[c->tid % REFREE_SLOTS] = (struct refree){.addr = c->addr, .val = v, .tid = c->tid};
+	uint64_t ord = v & ~AP_LIVEMAP_REVIVED;
+	if (!(v & AP_LIVEMAP_REVIVED) && ord - c->first_ord < ORD_SPAN) {
+		c->res[ord - c->first_ord] = R_LOCAL;
+		return (ord - c->first_ord) << 2 | R_LOCAL;
+	}
+	return ord << 2 | R_ORD;
+}
+
+static uint64_t on_unfree(struct cursor *c)
+{
+	struct refree *f = &refree[c->tid % REFREE_SLOTS];
+	if (f->tid != c->tid || f->addr != c->addr || !f->addr)
+		return R_ADDR;
+	f->addr = 0;
+	/* Brought back: its free from now on names its ordinal, never FREE_BACK (the reader has
+	 * crossed the block off the chunk's ALLOC_LOCALs). Forced: it must stay in the map. */
+	uint64_t ord = f->val & ~AP_LIVEMAP_REVIVED;
+	ap_livemap_put(c->addr, ord | AP_LIVEMAP_REVIVED, true);
+	return ord << 2 | R_ORD;
+}
+
+/* Resolves the event at c and moves past it. */
+static void step(struct cursor *c)
+{
+	uint8_t tag = *c->p++;
+	unsigned kind = tag & 15;
+	c->stamp += get(&c->p);
+	uint64_t r = R_ADDR;
+	if (AP_LIKELY(kind != AP_EV_LOST)) {
+		c->addr += (uintptr_t)ap_unzigzag(get(&c->p));
+		if (kind == AP_EV_ALLOC) {
+			get(&c->p);
+			get(&c->p);
+			r = on_alloc(c);
+		} else if (kind == AP_EV_FREE) {
+			r = on_free(c, tag >> 4);
+		} else {
+			r = on_unfree(c);
+		}
+	} else {
+		get(&c->p);
+		get(&c->p);
+	}
+	c->res[c->i++] = r;
+	peek(c);
+}
+
+/* Earlier stamp first; between equal stamps (threads reading the TSC in the same tick), the
+ * buffer written first. */
+static inline bool before(const struct cursor *a, const struct cursor *b)
+{
+	return a->next_stamp < b->next_stamp || (a->next_stamp == b->next_stamp && a < b);
+}
+
+static void sift_down(struct cursor **heap, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+		if (l < n && before(heap[l], heap[m]))
+			m = l;
+		if (l + 1 < n && before(heap[l + 1], heap[m]))
+			m = l + 1;
+		if (m == i)
+			return;
+		struct cursor *t = heap[i];
+		heap[i] = heap[m];
+		heap[m] = t;
+		i = m;
+	}
+}
+
+static void resolve(struct cursor **heap, size_t n)
+{
+	for (size_t i = n / 2; i-- > 0;)
+		sift_down(heap, n, i);
+	while (n > 1) {
+		struct cursor *c = heap[0];
+		step(c);
+		if (!more(c))
+			heap[0] = heap[--n];
+		sift_down(heap, n, 0);
+	}
+	if (n == 1)
+		while (more(heap[0]))
+			step(heap[0]);
+}
+
+/* ---- encode: one buffer, its events' fates decided ---------------------------------------------- */
+
+/* Decodes the buffer's rows into evs. Returns the number of events. */
+static size_t decode(const struct ap_buf *b, size_t len)
+{
+	const uint8_t *p = b->data, *end = b->data + len;
 	uintptr_t addr = 0;
 	size_t n = 0;
-	bool pairing = pair_before > stamp;
-	if (pairing && ++gen == 0) { /* wrapped: stale slots could look current */
-		memset(table, 0, sizeof(table));
-		gen = 1;
-	}
 	while (p < end && n < MAX_EVENTS) {
 		struct ev *e = &evs[n];
 		e->tag = *p++;
-		e->flags = 0;
 		e->dstamp = get(&p);
-		stamp += e->dstamp;
 		if (AP_LIKELY((e->tag & 15) != AP_EV_LOST)) {
 			addr += (uintptr_t)ap_unzigzag(get(&p));
 			e->addr = addr;
 			if ((e->tag & 15) == AP_EV_ALLOC) {
 				e->size = get(&p);
 				e->stack = (uint32_t)get(&p);
-			}
-			if (pairing) {
-				if (stamp < pair_before)
-					pair(e, (uint16_t)n);
-				else
-					pairing = false;
 			}
 		} else {
 			e->size = get(&p);
@@ -162,27 +252,34 @@ static size_t decode(const struct ap_buf *b, uint64_t pair_before)
 	return n;
 }
 
-void ap_chunk_encode(const struct ap_buf *b, uint64_t pair_before, struct ap_chunk_out *out)
+/* Encodes the first len bytes of b's rows. */
+static void encode(const struct ap_buf *b, size_t len, uint64_t first_ord, const uint64_t *res,
+                   struct ap_chunk_out *out)
 {
-	size_t n = decode(b, pair_before);
-
+	size_t n = decode(b, len);
+	out->allocs = out->frees = 0;
 	uint8_t *ds = col_ds, *ad = col_addr, *bk = col_back, *in = col_info, *ot = col_other;
 	uintptr_t last_addr = 0;
+	uint64_t last_ord = first_ord;
 	uint32_t nlocal = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct ev *e = &evs[i];
 		unsigned kind = e->tag & 15, api = e->tag >> 4;
-		uint64_t d = e->dstamp;
+		uint64_t r = res[i];
 		unsigned tag = api << 4;
-		if (d == 1)
+		if (e->dstamp == 1)
 			tag |= AP_TAG_STEP1;
 		else
-			ds = ap_put_varint(ds, d);
+			ds = ap_put_varint(ds, e->dstamp);
+		out->allocs += kind == AP_EV_ALLOC;
+		out->frees += kind == AP_EV_FREE ? 1 : kind == AP_EV_UNFREE ? -1 : 0;
 		switch (kind) {
 		case AP_EV_ALLOC:
-			if (e->flags & F_LOCAL) {
+			if (r == R_LOCAL) {
 				kind = AP_EV_ALLOC_LOCAL;
-				e->ref = ++nlocal;
+				e->local = (uint16_t)++nlocal;
+			} else if (r == R_ORD) {
+				kind = AP_EV_ALLOC_ORD;
 			} else {
 				ad = ap_put_svarint(ad, (int64_t)(e->addr - last_addr));
 				last_addr = e->addr;
@@ -191,15 +288,28 @@ void ap_chunk_encode(const struct ap_buf *b, uint64_t pair_before, struct ap_chu
 			in = ap_put_varint(in, e->stack);
 			break;
 		case AP_EV_FREE:
-			if (e->flags & F_BACK) {
+			if ((r & 3) == R_LOCAL) {
+				/* r names the allocation's index: its number among the ALLOC_LOCALs. */
 				kind = AP_EV_FREE_BACK;
-				bk = ap_put_varint(bk, nlocal + 1 - evs[e->ref].ref);
-				break;
+				bk = ap_put_varint(bk, nlocal + 1 - evs[r >> 2].local);
+			} else if ((r & 3) == R_ORD) {
+				kind = AP_EV_FREE_ORD;
+				bk = ap_put_svarint(bk, (int64_t)((r >> 2) - last_ord));
+				last_ord = r >> 2;
+			} else {
+				ad = ap_put_svarint(ad, (int64_t)(e->addr - last_addr));
+				last_addr = e->addr;
 			}
-			/* fall through */
+			break;
 		case AP_EV_UNFREE:
-			ad = ap_put_svarint(ad, (int64_t)(e->addr - last_addr));
-			last_addr = e->addr;
+			if ((r & 3) == R_ORD) {
+				bk = ap_put_varint(bk, ap_zigzag((int64_t)((r >> 2) - last_ord)) + 1);
+				last_ord = r >> 2;
+			} else {
+				bk = ap_put_varint(bk, 0);
+				ad = ap_put_svarint(ad, (int64_t)(e->addr - last_addr));
+				last_addr = e->addr;
+			}
 			break;
 		default:
 			ot = ap_put_varint(ot, e->size);
@@ -213,6 +323,7 @@ void ap_chunk_encode(const struct ap_buf *b, uint64_t pair_before, struct ap_chu
 	h = ap_put_varint(h, b->tid);
 	h = ap_put_varint(h, b->seq);
 	h = ap_put_varint(h, b->base_stamp);
+	h = ap_put_varint(h, first_ord);
 	h = ap_put_varint(h, n);
 	uint8_t *ends[5] = {ds, ad, bk, in, ot};
 	const uint8_t *starts[5] = {col_ds, col_addr, col_back, col_info, col_other};
@@ -230,4 +341,133 @@ void ap_chunk_encode(const struct ap_buf *b, uint64_t pair_before, struct ap_chu
 	}
 	for (size_t i = 0; i < out->npieces; i++)
 		out->total += out->len[i];
+}
+
+/* ---- the round ----------------------------------------------------------------------------------- */
+
+/* Workspace for a round: cursors, the heap, and a result per event. Grown, never shrunk (it is
+ * as big as the largest round, a few MiB at most: 48 full buffers and the threads' current ones). */
+static void *work;
+static size_t work_size;
+
+static bool reserve(size_t size)
+{
+	if (size <= work_size)
+		return true;
+	size_t n = work_size ? work_size : 64 * 1024;
+	while (n < size)
+		n *= 2;
+	void *w = ap_sys_map(n);
+	if (!w)
+		return false;
+	if (work)
+		ap_sys_unmap(work, work_size);
+	work = w;
+	work_size = n;
+	return true;
+}
+
+/* Makes b hold only its events from c->p on: a buffer of its own, as the shim would have begun it
+ * (the first event's stamp from base_stamp, its address from 0). */
+static void keep_rest(struct ap_buf *b, const struct cursor *c)
+{
+	static uint8_t tmp[AP_BUF_DATA];
+	const uint8_t *p = c->p;
+	uint8_t *q = tmp;
+	uintptr_t addr = c->addr, last = 0;
+	while (p < c->end) {
+		uint8_t tag = *p++;
+		*q++ = tag;
+		q = ap_put_varint(q, get(&p));
+		if ((tag & 15) != AP_EV_LOST) {
+			addr += (uintptr_t)ap_unzigzag(get(&p));
+			q = ap_put_svarint(q, (int64_t)(addr - last));
+			last = addr;
+			if ((tag & 15) != AP_EV_ALLOC)
+				continue;
+		}
+		q = ap_put_varint(q, get(&p));
+		q = ap_put_varint(q, get(&p));
+	}
+	b->len = (size_t)(q - tmp);
+	memcpy(b->data, tmp, b->len);
+	b->base_stamp = c->stamp;
+}
+
+struct ap_buf *ap_chunk_round(struct ap_buf *list, uint64_t promise_, ap_chunk_sink *sink, void *ctx,
+                              struct ap_buf **done)
+{
+	size_t nb = 0, nev = 0;
+	for (const struct ap_buf *b = list; b; b = b->next) {
+		nb++;
+		nev += b->len / 3 + 1;
+	}
+	*done = NULL;
+	if (!nb)
+		return NULL;
+	promise = promise_;
+	size_t need = nb * (sizeof(struct cursor) + sizeof(struct cursor *)) + nev * sizeof(uint64_t);
+	bool alone = !reserve(need);
+	if (alone)
+		/* No memory for the round's workspace: each buffer is resolved alone. Exact while
+		 * one thread records; with more, a free may be taken for that of a block another
+		 * thread allocated at the same address later in the round. */
+		AP_WARN_ONCE("out of memory in the writer; with several threads, frees may be "
+		             "matched to the wrong block from now on");
+	static struct cursor one;
+	static uint64_t res1[MAX_EVENTS];
+	struct cursor *cur = alone ? NULL : work;
+	struct cursor **heap = alone ? NULL : (struct cursor **)(cur + nb);
+	uint64_t *res = alone ? NULL : (uint64_t *)(heap + nb);
+	size_t k = 0, nh = 0;
+	if (!alone) {
+		for (struct ap_buf *b = list; b; b = b->next, k++) {
+			struct cursor *c = &cur[k];
+			*c = (struct cursor){.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
+			                     .first_ord = next_ord, .res = res, .tid = b->tid};
+			next_ord += ORD_SPAN;
+			res += b->len / 3 + 1;
+			peek(c);
+			if (more(c))
+				heap[nh++] = c;
+		}
+		resolve(heap, nh);
+	}
+	struct ap_buf *keep = NULL, **keep_tail = &keep, **done_tail = done;
+	k = 0;
+	for (struct ap_buf *b = list, *next; b; b = next, k++) {
+		next = b->next;
+		struct cursor *c = alone ? &one : &cur[k];
+		if (alone) {
+			*c = (struct cursor){.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
+			                     .first_ord = next_ord, .res = res1, .tid = b->tid};
+			next_ord += ORD_SPAN;
+			peek(c);
+			while (more(c))
+				step(c);
+		}
+		size_t len = (size_t)(c->p - b->data);
+		if (len) {
+			struct ap_chunk_out out;
+			encode(b, len, c->first_ord, c->res, &out);
+			sink(ctx, b, &out);
+		}
+		b->next = NULL;
+		if (c->p < c->end) {
+			keep_rest(b, c);
+			*keep_tail = b;
+			keep_tail = &b->next;
+		} else {
+			*done_tail = b;
+			done_tail = &b->next;
+		}
+	}
+	return keep;
+}
+
+void ap_chunk_reset(void)
+{
+	ap_livemap_reset();
+	next_ord = 0;
+	memset(refree, 0, sizeof(refree));
 }

@@ -169,7 +169,6 @@ struct ap_buf *ap_queue_take(size_t max, uint64_t *left_min_stamp)
 static _Atomic(struct ap_thread *) all_threads;
 static pthread_key_t thread_key;
 static AP_TLS struct ap_thread *tl_thread;
-static atomic_uint n_attached; /* threads that ever recorded an event */
 
 struct ap_thread *ap_threads_first(void)
 {
@@ -212,11 +211,6 @@ static struct ap_thread *thread_attach(void)
 	ap_lock(&t->count_lock);
 	t->hot = &ap_hot;
 	ap_unlock(&t->count_lock);
-	/* From the second thread on, another thread may free and reuse an address between a
-	 * thread's allocation and its free: the writer stops pairing them within chunks. The stamp
-	 * precedes every event of this thread. */
-	if (atomic_fetch_add(&n_attached, 1) == 1)
-		atomic_store(&ap_multi_since, ap_stamp());
 	tl_thread = t;
 	/* The destructor flushes the thread's buffer when it exits. */
 	pthread_setspecific(thread_key, t);
@@ -306,8 +300,6 @@ void ap_events_forked_child(void)
 	 * hand the parent's events to the child's writer when this thread exits. */
 	atomic_store(&all_threads, NULL);
 	tl_thread = NULL;
-	atomic_store(&n_attached, 0);
-	atomic_store(&ap_multi_since, UINT64_MAX);
 	pthread_setspecific(thread_key, NULL);
 	atomic_store(&ap_lost_total, 0);
 	atomic_store(&ap_orphan_lost_allocs, 0);

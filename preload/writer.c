@@ -83,6 +83,9 @@ static atomic_bool round_due; /* deferred: enough buffers are queued for a round
  * without it (a deferred round always ends the frame, so it is also the last round's time). */
 static _Atomic uint64_t frame_end_ns;
 static bool frame_open; /* something was compressed since the last end; under round_lock */
+static uint64_t last_promise; /* the stamp of the last SYNC written; under round_lock */
+/* Buffers holding events stamped after the last promise: the next round's (chunkenc.h). */
+static struct ap_buf *carry;
 static atomic_uint wake_word;  /* futex: bumped to wake the writer early */
 static atomic_bool writer_sleeping;
 
@@ -268,19 +271,19 @@ static void write_header(void)
 	put_record(AP_REC_HEADER, buf, (size_t)(p - buf));
 }
 
-static void write_chunk(const struct ap_buf *b)
+static void write_chunk(void *ctx, const struct ap_buf *b, const struct ap_chunk_out *out)
 {
-	struct ap_chunk_out out;
-	ap_chunk_encode(b, atomic_load(&ap_multi_since), &out);
+	(void)ctx;
 	uint8_t head[1 + AP_VARINT_MAX], *p = head;
 	*p++ = AP_REC_CHUNK;
-	p = ap_put_varint(p, out.total);
+	p = ap_put_varint(p, out->total);
 	compress(head, (size_t)(p - head), ZSTD_e_continue);
-	for (size_t i = 0; i < out.npieces; i++)
-		if (out.len[i])
-			compress(out.piece[i], out.len[i], ZSTD_e_continue);
-	n_allocs += b->n_allocs;
-	n_frees += (uint64_t)(int64_t)b->n_frees;
+	for (size_t i = 0; i < out->npieces; i++)
+		if (out->len[i])
+			compress(out->piece[i], out->len[i], ZSTD_e_continue);
+	(void)b;
+	n_allocs += out->allocs;
+	n_frees += (uint64_t)out->frees;
 }
 
 /* Takes the owner's buffer if it holds events. The owner holds it only while encoding one event;
@@ -316,14 +319,10 @@ static void put_clock(uint64_t stamp)
 	put_record(AP_REC_CLOCK, buf, (size_t)(p - buf));
 }
 
-static void write_list(struct ap_buf *b, bool meta)
+static void put_list(struct ap_buf *b)
 {
 	while (b) {
 		struct ap_buf *next = b->next;
-		if (meta)
-			compress(b->data, b->len, ZSTD_e_continue);
-		else
-			write_chunk(b);
 		ap_pool_put(b);
 		b = next;
 	}
@@ -397,24 +396,41 @@ static bool round_locked(bool force_frame)
 	bool end = force_frame || atomic_load(&ap_state) != AP_STATE_ON ||
 	           atomic_load_explicit(&ap_writer_deferred, memory_order_relaxed) ||
 	           now - atomic_load_explicit(&frame_end_ns, memory_order_relaxed) >= AP_ROUND_NS;
-	if (!stolen && !queued && !meta && !force_frame && !lost_a && !lost_f) {
+	if (!stolen && !queued && !carry && !meta && !force_frame && !lost_a && !lost_f) {
 		if (frame_open && end)
 			end_frame();
 		return false;
 	}
-	write_list(meta, true);
-	write_list(queued, false);
-	write_list(stolen, false);
+	for (struct ap_buf *b = meta; b; b = b->next)
+		compress(b->data, b->len, ZSTD_e_continue);
+	put_list(meta);
+	/* The promise this round's SYNC will make (or, without one, the last made), which the
+	 * encoder needs before it writes the round (chunkenc.c: frees it must remember). */
+	uint64_t sync = left_min < w ? left_min : w;
+	if (complete)
+		last_promise = sync;
+	/* The round: what earlier rounds left (oldest), the full buffers, the threads' current ones. */
+	struct ap_buf *list = carry, **end_l = &list;
+	while (*end_l)
+		end_l = &(*end_l)->next;
+	*end_l = queued;
+	while (*end_l)
+		end_l = &(*end_l)->next;
+	*end_l = stolen;
+	struct ap_buf *done;
+	carry = ap_chunk_round(list, last_promise, write_chunk, NULL, &done);
+	put_list(done);
 	if (lost_a || lost_f) {
 		/* A chunk of tid 0, the shim's own: one LOST event stamped W (dstamp 0). */
 		static uint64_t lost_seq;
 		uint8_t others[2 * AP_VARINT_MAX], *o = others;
 		o = ap_put_varint(o, lost_a);
 		o = ap_put_varint(o, lost_f);
-		uint8_t buf[11 * AP_VARINT_MAX + 2], *p = buf;
+		uint8_t buf[12 * AP_VARINT_MAX + 2], *p = buf;
 		p = ap_put_varint(p, 0);
 		p = ap_put_varint(p, lost_seq++);
 		p = ap_put_varint(p, w);
+		p = ap_put_varint(p, 0);                  /* first ordinal: no allocation */
 		p = ap_put_varint(p, 1);                  /* nevents */
 		p = ap_put_varint(p, 1);                  /* stamps: one varint 0 */
 		p = ap_put_varint(p, 0);                  /* addrs */
@@ -429,7 +445,6 @@ static bool round_locked(bool force_frame)
 	}
 	if (complete) {
 		uint8_t buf[AP_VARINT_MAX];
-		uint64_t sync = left_min < w ? left_min : w;
 		put_record(AP_REC_SYNC, buf, (size_t)(ap_put_varint(buf, sync) - buf));
 	}
 	put_clock(w);
@@ -444,7 +459,9 @@ static bool round_locked(bool force_frame)
 /* Rounds until nothing full is left queued; round_lock held. */
 static void rounds_locked(void)
 {
-	while (round_locked(false))
+	/* Then the events stamped after the last round began (carry): a round or two more take
+	 * them, unless other threads keep recording meanwhile. */
+	for (int extra = 0; round_locked(false) || (carry && extra++ < 3);)
 		;
 }
 
@@ -494,6 +511,10 @@ static void *writer_main(void *arg)
 
 bool ap_writer_start(void)
 {
+	/* A fork child's trace names no block of its parent's by ordinal. */
+	ap_chunk_reset();
+	last_promise = 0;
+	carry = NULL; /* a fork child: the parent's, in a pool the child has forgotten */
 	if (cctx) {
 		/* A fork child: the parent's context, between two frames (round_lock was held
 		 * across the fork), serves again. */

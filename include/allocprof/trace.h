@@ -1,5 +1,5 @@
 /*
- * allocprof trace format, version 2: the one contract between the shim (liballocprof.so), which
+ * allocprof trace format, version 3: the one contract between the shim (liballocprof.so), which
  * writes traces, and the analyzer (allocprof), which reads them. Readers in other languages need
  * only this file; FORMAT.md beside this file says the same in prose, with a reader in Python.
  *
@@ -48,9 +48,11 @@
 #define AP_MAGIC "ALLOCPRF"
 #define AP_MAGIC_LEN 8
 /* Version 1: first release. Version 2: CHUNK events in columns, with ALLOC_LOCAL and FREE_BACK
- * and the STEP1 tag bit. Bump on any change an older reader would misread. A reader of version 2
- * reads version 1 too (the CHUNK layout is the only difference: see "Version 1 chunks"). */
-#define AP_FORMAT_VERSION 2
+ * and the STEP1 tag bit. Version 3: ordinals (a CHUNK's first_ord; ALLOC_ORD, FREE_ORD, an UNFREE
+ * by ordinal). Bump on any change an older reader would misread. A reader of version 3 reads
+ * versions 1 and 2 too (the CHUNK layout is the only difference: see "Version 1 chunks" and the
+ * notes on version 2 below). */
+#define AP_FORMAT_VERSION 3
 
 /* Record kinds (the u8 before each record). */
 enum ap_record_kind {
@@ -80,8 +82,8 @@ enum ap_record_kind {
 	 * A STACK record precedes every event that refers to it. */
 	AP_REC_STACK = 4,
 	/* CHUNK, a run of one thread's events, field by field (columns compress better than rows):
-	 *   varint tid, varint chunk_seq (per thread, from 0), varint base_stamp, varint nevents,
-	 *   varint len_stamps, varint len_addrs, varint len_backs, varint len_infos, varint len_others,
+	 *   varint tid, varint chunk_seq (per thread, from 0), varint base_stamp, varint first_ord
+	 *   (version 3 only; below 2^62), varint nevents, varint len_stamps, varint len_addrs, varint len_backs, varint len_infos, varint len_others,
 	 *   then six sections, one after the other: tags (nevents bytes, one per event), stamps,
 	 *   addrs, backs, infos, others (of the lengths given), which must be used up exactly.
 	 * See enum ap_event_kind for what each event takes from which section. tid 0 is the shim's
@@ -123,28 +125,46 @@ enum ap_record_kind {
  *            base_stamp) -- absent when the tag has AP_TAG_STEP1, which means dstamp = 1
  *   addrs    svarint daddr, the address minus the previous address taken from this section in
  *            the chunk (the first: minus 0)
- *   backs    varint k (k >= 1): the k-th most recent ALLOC_LOCAL of the chunk (1: the latest)
+ *   backs    FREE_BACK's k, FREE_ORD's and UNFREE's ordinal fields (below)
  *   infos    varint size, varint stack_id
  *   others   LOST's two counts
  *
+ * Ordinals (version 3) name blocks whose allocation the trace writes without an address. The
+ * i-th event of a chunk (from 0) has the ordinal first_ord + i; a block allocated by an ALLOC_ORD
+ * or ALLOC_LOCAL is that event's ordinal, and its free names it so, from any chunk of the process
+ * (another thread's, earlier or later in the file: match them after ordering by stamp, as for
+ * addresses). Chunks' ordinals never overlap. Ordinal fields are differences: each chunk keeps a
+ * "last ordinal", first_ord at its start, set by every FREE_ORD and UNFREE by ordinal.
+ * Addresses and ordinals are two name spaces: a block allocated with its address is freed by
+ * address, one allocated without by ordinal.
+ *
  *   ALLOC        stamps, addrs, infos
  *   FREE         stamps, addrs
- *   UNFREE       stamps, addrs
- *                -- the last FREE of this address by this thread did not happen (a failed
+ *   UNFREE       version 3: backs varint m; m = 0: addrs (the block's address); m > 0: the block
+ *                of ordinal last + unzigzag(m - 1).  Versions 1-2: stamps, addrs.
+ *                -- the last FREE of this block by this thread did not happen (a failed
  *                   realloc: the old block is still allocated, as it was before)
  *   LOST         stamps, others: varint nallocs, varint nfrees
  *                -- events the shim could not record (re-entered from a signal handler inside the
  *                   shim); the analyzer reports them, so nothing is lost silently
- *   ALLOC_LOCAL  stamps, infos: an allocation whose address the trace omits, because a FREE_BACK
- *                of the same chunk frees it (exactly one does; the writer uses this only where no
- *                other thread can have freed and reused the address in between)
- *   FREE_BACK    stamps, backs: frees the block of the k-th most recent ALLOC_LOCAL
+ *   ALLOC_LOCAL  stamps, infos: an allocation without its address, which a FREE_BACK of the same
+ *                chunk frees (exactly one does)
+ *   FREE_BACK    stamps, backs: varint k (k >= 1): frees the block of the chunk's k-th most recent
+ *                ALLOC_LOCAL (1: the latest)
+ *   ALLOC_ORD    stamps, infos (version 3): an allocation without its address, named by its
+ *                ordinal
+ *   FREE_ORD     stamps, backs (version 3): svarint, the ordinal of the block freed minus the
+ *                chunk's last ordinal
+ *
+ * In version 2, an ALLOC_LOCAL block has no ordinal (a reader gives it any key that cannot clash
+ * with an address), and the writer uses ALLOC_LOCAL only while the process has a single thread.
  *
  * size is the requested size (calloc: n*size; 0 allowed). stack_id 0 means "no stack captured".
  * realloc(p, n) and reallocarray are written as a FREE of p (api REALLOC, stamped before the
  * call, so a thread that receives p meanwhile sorts after it) followed by an ALLOC of the result
  * (api REALLOC, stamped after the call); realloc(NULL, n) is only the ALLOC; realloc(p, 0)
- * that frees p and returns NULL is only the FREE; a failed realloc is FREE then UNFREE.
+ * that frees p and returns NULL is only the FREE; a failed realloc is FREE then UNFREE. Any form
+ * of free (FREE, FREE_BACK, FREE_ORD) and of allocation may stand for these.
  *
  * Version 1 chunks: varint tid, varint chunk_seq, varint base_stamp, then events in rows until
  * the end of the payload, each a tag byte (kind in bits 0-3, api in bits 4-7; kinds 1-4 only)
@@ -157,6 +177,8 @@ enum ap_event_kind {
 	AP_EV_LOST = 4,
 	AP_EV_ALLOC_LOCAL = 5,
 	AP_EV_FREE_BACK = 6,
+	AP_EV_ALLOC_ORD = 0, /* version 3 */
+	AP_EV_FREE_ORD = 7,  /* version 3 */
 };
 
 #define AP_TAG_KIND_MASK 0x7u

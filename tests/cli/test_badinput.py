@@ -174,10 +174,10 @@ def test_not_traces(t, r, stream):
 
 
 def test_newer_version(t, r, stream):
-    # stream = "ALLOCPRF" varint(2) records...; replace the version.
-    assert stream[:8] == b'ALLOCPRF' and stream[8] == 2, stream[:16]
+    # stream = "ALLOCPRF" varint(3) records...; replace the version.
+    assert stream[:8] == b'ALLOCPRF' and stream[8] == 3, stream[:16]
     rest = stream[9:]
-    for v in (3, 4, 200, 1 << 40):
+    for v in (4, 5, 200, 1 << 40):
         r.expect_error('format version %d' % v,
                        write(t, 'v%d.trace' % v, aptest.zstd_compress(b'ALLOCPRF' + aptest.put_varint(v) + rest)),
                        must_mention=('version', 'newer', 'format'))
@@ -246,7 +246,8 @@ def test_structured(t, r, stream):
         return
     ci = chunks[0]
     prefix, events = aptest.parse_chunk(recs[ci][1])
-    first_alloc = next(e for e in events if aptest.event_kind(e['tag']) in (aptest.EV_ALLOC, aptest.EV_ALLOC_LOCAL))
+    first_alloc = next(e for e in events if aptest.event_kind(e['tag']) in (aptest.EV_ALLOC, aptest.EV_ALLOC_LOCAL,
+                                                                          aptest.EV_ALLOC_ORD))
 
     def variant(name, change):
         rr = [list(x) for x in recs]
@@ -377,8 +378,8 @@ def main():
     with open(trace, 'rb') as f:
         blob = f.read()
     stream, ok = aptest.zstd_decompress(trace)
-    if not t.check(ok and stream.startswith(b'ALLOCPRF\x02'),
-                   'the recorded trace does not decompress to "ALLOCPRF" version 2 (zstd -dc): %r'
+    if not t.check(ok and stream.startswith(b'ALLOCPRF\x03'),
+                   'the recorded trace does not decompress to "ALLOCPRF" version 3 (zstd -dc): %r'
                    % stream[:32]):
         t.finish()
     full = t.top_json(trace)

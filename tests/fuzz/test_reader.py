@@ -152,7 +152,7 @@ def test_flips(t, r, real):
 
 def test_version(t, r, real):
     _, i = tg.get_varint(real, 8)
-    for v in (3, 1 << 40):
+    for v in (4, 1 << 40):
         r.expect('version %d' % v, r.write('v%d.trace' % v, tg.magic(v) + real[i:]), 2, ('newer',))
     r.expect('version 0', r.write('v0.trace', tg.magic(0) + real[i:]), 2)
 
@@ -293,6 +293,51 @@ def test_format2(t, r):
        ('add up',))
 
 
+def test_format3(t, r):
+    """Format 3 chunks: allocations without addresses, freed by ordinal from any chunk (another
+    thread's), an UNFREE by ordinal, and ordinals out of range."""
+    A, M, L, B = tg.EV_ALLOC, tg.EV_FREE, tg.EV_ALLOC_LOCAL, tg.EV_FREE_BACK
+    O, F, UO, U = tg.EV_ALLOC_ORD, tg.EV_FREE_ORD, tg.EV_UNFREE_ORD, tg.EV_UNFREE
+    R = tg.API_REALLOC
+    S = 1 << 14  # ordinals per chunk, as the writer spaces them
+
+    def v3(name, chunks, rc, words=()):
+        return r.expect(name, r.write(name.replace(' ', '-') + '.trace',
+                                      stream(base_records(), chunks, tg.sync(10 ** 6), tg.end(), version=3)),
+                        rc, words)
+    # Thread 1 allocates three blocks without addresses (ordinals 0, 1, 2) and one local pair;
+    # thread 2 frees two of them, in its chunk written first, and one by an address never seen.
+    c1 = tg.chunk3(1, [(O, 1, 10, 1), (O, 2, 20, 2), (L, 3, 5, 1), (B, 4, 1), (O, 5, 40, 1)], first_ord=S)
+    c2 = tg.chunk3(2, [(F, 6, S + 4), (F, 7, S + 1), (M, 8, 0x7777)], first_ord=2 * S)
+    p = v3('format 3 cross-thread', [c2, c1], 0)
+    tot = totals(p)
+    if tot is not None:
+        t.check_eq('format 3 cross-thread: alloc_space', tot['alloc_space'], 75)
+        t.check_eq('format 3 cross-thread: inuse_space', tot['inuse_space'], 10)
+        t.check_eq('format 3 cross-thread: inuse_objects', tot['inuse_objects'], 1)
+    p = r.expect('format 3 cross-thread info', r.write('format-3-cross-thread.trace', stream(
+        base_records(), [c2, c1], tg.sync(10 ** 6), tg.end(), version=3)), 0, cmd='info')
+    if p is not None and p.returncode == 0 and isinstance(p.json, dict):
+        t.check_eq('format 3 cross-thread: unknown frees', p.json.get('unknown_frees'), 1)
+    # A failed realloc: its free by ordinal, then the UNFREE by ordinal brings the block back,
+    # which a later free (by ordinal) ends; a second block stays.
+    p = v3('format 3 unfree', tg.chunk3(1, [(O, 1, 8, 1), (O, 2, 16, 1), (F, 3, 0, R), (UO, 4, 0),
+                                            (F, 5, 1), (U, 6, 0x5000)]), 0)
+    tot = totals(p)
+    if tot is not None:
+        t.check_eq('format 3 unfree: inuse_space', tot['inuse_space'], 8)
+    # Ordinals out of range: a first one past 2^62, a difference below 0 or past 2^62.
+    v3('format 3 first ordinal huge', tg.chunk3(1, [(O, 1, 8, 1)], first_ord=1 << 62), 2, ('range',))
+    v3('format 3 ordinal below 0', tg.chunk3(1, [(O, 1, 8, 1), (F, 2, -5)]), 2, ('range',))
+    v3('format 3 ordinal past the top', tg.chunk3(1, [(F, 2, (1 << 62) + 3)]), 2, ('range',))
+    v3('format 3 unfree below 0', tg.chunk3(1, [(UO, 2, -1)]), 2, ('range',))
+    # A block freed twice by ordinal: the second is an unknown free, not a crash.
+    v3('format 3 double free', tg.chunk3(1, [(O, 1, 8, 1), (F, 2, 0), (F, 3, 0)]), 0)
+    # Backs runs out (a FREE_ORD with no field left).
+    v3('format 3 backs short', tg.chunk3(1, [(O, 1, 8, 1), (F, 2, 0)], lens=[0, 1, 0, 2, 0]), 2,
+       ('malformed',))
+
+
 def test_fold(t, r, real):
     """Blocks allocated and freed within a chunk are summed per stack rather than replayed when
     only the end of the trace counts (decode.c's fold_scan); `--at event:N` past the end replays
@@ -355,6 +400,20 @@ def test_fold(t, r, real):
                             tg.chunk2(2, [(L, 20, 32, 2), (B, 20, 1), (M, 21, 0x10), (A, 23, 0x20, 2, 2)])))
     same('stamps wrap', v2(tg.chunk2(1, [(L, 30, 8, 1), (L, tg.U64, 16, 1), (B, tg.U64 + 5, 1), (B, tg.U64 + 6, 2),
                                          (A, tg.U64 + 7, 0x10, 1, 1)], base_stamp=30)))
+    # Format 3: frees by ordinal and UNFREEs take fields from backs too, between the FREE_BACKs
+    # the folding reads there; a realloc's local block brought back by an UNFREE by ordinal is
+    # freed by ordinal after.
+    O, F, UO, U = tg.EV_ALLOC_ORD, tg.EV_FREE_ORD, tg.EV_UNFREE_ORD, tg.EV_UNFREE
+
+    def v3(*chunks):
+        recs = base_records() + [tg.clock(0, 1000), tg.clock(100, 101000)] + list(chunks)
+        return stream(recs, tg.sync(10 ** 6), tg.end(), version=3)
+    tot = same('format 3', v3(tg.chunk3(1, [(O, 1, 100, 1), (L, 2, 8, 1), (F, 3, 0), (L, 4, 16, 2), (B, 5, 2),
+                                            (O, 6, 7, 2), (L, 7, 32, 1, R), (B, 8, 1, R), (UO, 9, 6, R),
+                                            (F, 10, 6), (U, 11, 0x9000), (A, 12, 0x10, 1, 1)])))
+    if tot:
+        t.check_eq('fold format 3: inuse_space', tot['inuse_space'], 16 + 7 + 1)
+        t.check_eq('fold format 3: alloc_objects', tot['alloc_objects'], 6)
 
 
 def test_module_paths(t, r):
@@ -454,7 +513,7 @@ def main():
         t.abort('the recorded trace does not decompress to a stream')
     for f in (test_cuts, test_flips, test_version, test_empty_stack_table, test_fold):
         f(t, r, real)
-    for f in (test_huge, test_semantics, test_format2, test_module_paths, test_scale, test_no_sync):
+    for f in (test_huge, test_semantics, test_format2, test_format3, test_module_paths, test_scale, test_no_sync):
         f(t, r)
     t.log('%d analyzer runs' % r.n)
     t.finish()

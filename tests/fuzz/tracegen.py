@@ -1,4 +1,4 @@
-"""tracegen: builds allocprof trace streams (include/allocprof/trace.h, format versions 1 and 2) from
+"""tracegen: builds allocprof trace streams (include/allocprof/trace.h, format versions 1 to 3) from
 Python, for tests that need traces no program would write: malformed, adversarial or huge. Also
 splits a real stream into records. Python 3 stdlib only; compression uses the zstd command.
 """
@@ -15,6 +15,8 @@ MAGIC = b'ALLOCPRF'
 REC_HEADER, REC_MODULE, REC_UNLOAD, REC_STACK, REC_CHUNK, REC_SYNC, REC_CLOCK, REC_THREAD, \
     REC_END, REC_EXIT, REC_TOTALS = range(1, 12)
 EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST, EV_ALLOC_LOCAL, EV_FREE_BACK = 1, 2, 3, 4, 5, 6
+EV_ALLOC_ORD, EV_FREE_ORD = 0, 7  # format 3
+EV_UNFREE_ORD = 'unfree-ord'      # format 3: an UNFREE naming its block by ordinal (kind 3)
 TAG_STEP1 = 0x8
 API_MALLOC, API_REALLOC, API_FREE = 0, 2, 9
 U64 = (1 << 64) - 1
@@ -110,6 +112,54 @@ def chunk2(tid, events, base_stamp=0, seq=0, lens=None, tail=b''):
         elif kind == EV_LOST:
             sec[4] += varint(args[0]) + varint(args[1])
     p = varint(tid) + varint(seq) + varint(base_stamp) + varint(len(events))
+    p += b''.join(varint(n) for n in (lens or [len(x) for x in sec]))
+    p += bytes(tags) + b''.join(bytes(x) for x in sec) + tail
+    return record(REC_CHUNK, p)
+
+
+def chunk3(tid, events, base_stamp=0, seq=0, first_ord=0, lens=None, tail=b''):
+    """A format-3 CHUNK: as chunk2, plus ALLOC_ORD (size, stack), FREE_ORD (ordinal) and
+    EV_UNFREE_ORD (ordinal); an UNFREE (addr) gets its form 0 in backs. Ordinals are given
+    absolute and written as differences, as the writer does."""
+    tags = bytearray()
+    sec = [bytearray() for _ in range(5)]  # stamps, addrs, backs, infos, others
+    stamp, addr, last_ord = base_stamp, 0, first_ord
+    for e in events:
+        kind, st = e[0], e[1]
+        nargs = {EV_ALLOC: 3, EV_FREE: 1, EV_UNFREE: 1, EV_LOST: 2, EV_ALLOC_LOCAL: 2, EV_FREE_BACK: 1,
+                 EV_ALLOC_ORD: 2, EV_FREE_ORD: 1, EV_UNFREE_ORD: 1}.get(kind, 0)
+        args = e[2:2 + nargs]
+        api = e[2 + nargs] if len(e) > 2 + nargs else (
+            API_FREE if kind in (EV_FREE, EV_FREE_BACK, EV_FREE_ORD) else
+            API_REALLOC if kind in (EV_UNFREE, EV_UNFREE_ORD) else API_MALLOC)
+        tag = (EV_UNFREE if kind == EV_UNFREE_ORD else kind) | api << 4
+        if st - stamp == 1:
+            tag |= TAG_STEP1
+        else:
+            sec[0] += varint(st - stamp)
+        stamp = st
+        tags.append(tag)
+        if kind == EV_UNFREE:
+            sec[2] += varint(0)
+        if kind in (EV_ALLOC, EV_FREE, EV_UNFREE):
+            sec[1] += sdelta(args[0], addr)
+            addr = args[0]
+        if kind == EV_ALLOC:
+            sec[3] += varint(args[1]) + varint(args[2])
+        elif kind in (EV_ALLOC_LOCAL, EV_ALLOC_ORD):
+            sec[3] += varint(args[0]) + varint(args[1])
+        elif kind == EV_FREE_BACK:
+            sec[2] += varint(args[0])
+        elif kind == EV_FREE_ORD:
+            sec[2] += sdelta(args[0], last_ord)
+            last_ord = args[0]
+        elif kind == EV_UNFREE_ORD:
+            d = args[0] - last_ord
+            sec[2] += varint(((d << 1) ^ (d >> 63)) % (1 << 64) + 1)
+            last_ord = args[0]
+        elif kind == EV_LOST:
+            sec[4] += varint(args[0]) + varint(args[1])
+    p = varint(tid) + varint(seq) + varint(base_stamp) + varint(first_ord) + varint(len(events))
     p += b''.join(varint(n) for n in (lens or [len(x) for x in sec]))
     p += bytes(tags) + b''.join(bytes(x) for x in sec) + tail
     return record(REC_CHUNK, p)

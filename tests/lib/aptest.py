@@ -361,32 +361,36 @@ def build_stream(head, records):
 
 REC_STACK, REC_CHUNK = 4, 5
 EV_ALLOC, EV_FREE, EV_UNFREE, EV_LOST, EV_ALLOC_LOCAL, EV_FREE_BACK = 1, 2, 3, 4, 5, 6
+EV_ALLOC_ORD, EV_FREE_ORD = 0, 7
 TAG_STEP1 = 0x8
 # Fields of each event kind (format version 2), with the section each comes from and whether it
 # is signed. 'dstamp' is absent when the tag has TAG_STEP1.
 _V2_LAYOUT = {
     EV_ALLOC: [('daddr', 'addrs', 1), ('size', 'infos', 0), ('stack', 'infos', 0)],
     EV_FREE: [('daddr', 'addrs', 1)],
-    EV_UNFREE: [('daddr', 'addrs', 1)],
+    EV_UNFREE: [('form', 'backs', 0), ('daddr', 'addrs', 1)],  # daddr only when form is 0
     EV_LOST: [('nallocs', 'others', 0), ('nfrees', 'others', 0)],
     EV_ALLOC_LOCAL: [('size', 'infos', 0), ('stack', 'infos', 0)],
     EV_FREE_BACK: [('back', 'backs', 0)],
+    EV_ALLOC_ORD: [('size', 'infos', 0), ('stack', 'infos', 0)],
+    EV_FREE_ORD: [('dord', 'backs', 1)],
 }
 _V2_SECTIONS = ('stamps', 'addrs', 'backs', 'infos', 'others')
 
 
 def event_kind(tag):
-    """The kind of an event tag (format version 2: bits 0-2)."""
+    """The kind of an event tag (format versions 2 and 3: bits 0-2)."""
     return tag & 7
 
 
 def parse_chunk(payload):
-    """A CHUNK payload (format version 2) -> (prefix fields (tid, seq, base_stamp), [event
-    dicts]). Each event has 'tag', 'fields' [(name, value, signed)], so it can be re-encoded
-    after a change by build_chunk."""
+    """A CHUNK payload (format version 3) -> (prefix fields (tid, seq, base_stamp, first_ord),
+    [event dicts]). Each event has 'tag', 'fields' [(name, value, signed)], so it can be
+    re-encoded after a change by build_chunk."""
     tid, i = get_varint(payload, 0)
     seq, i = get_varint(payload, i)
     base, i = get_varint(payload, i)
+    first_ord, i = get_varint(payload, i)
     n, i = get_varint(payload, i)
     lens = []
     for _ in _V2_SECTIONS:
@@ -414,9 +418,11 @@ def parse_chunk(payload):
             raise ValueError('unknown event tag %#x' % tag)
         fields = [] if tag & TAG_STEP1 else [['dstamp', take('stamps', 0), 0]]
         for name, section, signed in lay:
+            if name == 'daddr' and fields and fields[-1][0] == 'form' and fields[-1][1]:
+                break  # an UNFREE by ordinal: no address
             fields.append([name, take(section, signed), signed])
         events.append({'tag': tag, 'fields': fields})
-    return (tid, seq, base), events
+    return (tid, seq, base, first_ord), events
 
 
 def build_chunk(prefix, events):
