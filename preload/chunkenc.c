@@ -103,6 +103,7 @@ struct cursor {
 	const uint8_t *p, *end; /* the next event's tag; end of the rows */
 	uint64_t stamp;         /* the last event's; next_stamp: the next one's */
 	uint64_t next_stamp;
+	uint64_t last_stamp;    /* the buffer's last event's */
 	uintptr_t addr;
 	uint64_t first_ord;
 	uint64_t *res;
@@ -123,11 +124,16 @@ static inline bool more(const struct cursor *c)
 	return c->p < c->end && c->next_stamp < promise;
 }
 
-static uint64_t on_alloc(struct cursor *c)
+static inline uint64_t on_alloc(struct cursor *c)
 {
 	/* A live entry for the address is replaced: that block's free was not recorded (a free
 	 * the shim could not see), and it stays live for the reader. */
-	return ap_livemap_put(c->addr, c->first_ord + c->i, false) ? R_ORD : R_ADDR;
+	if (AP_LIKELY(ap_livemap_put(c->addr, c->first_ord + c->i, false)))
+		return R_ORD;
+	/* Full: written with its address, so its free must not find an older block's entry. */
+	uint64_t stale;
+	ap_livemap_take(c->addr, &stale);
+	return R_ADDR;
 }
 
 static uint64_t on_free(struct cursor *c, unsigned api)
@@ -159,7 +165,7 @@ static uint64_t on_unfree(struct cursor *c)
 }
 
 /* Resolves the event at c and moves past it. */
-static void step(struct cursor *c)
+static inline __attribute__((always_inline)) void step(struct cursor *c)
 {
 	uint8_t tag = *c->p++;
 	unsigned kind = tag & 15;
@@ -210,6 +216,16 @@ static void sift_down(struct cursor **heap, size_t n, size_t i)
 
 static void resolve(struct cursor **heap, size_t n)
 {
+	/* Buffers that follow one another in time (one thread's, mostly) need no merging. */
+	bool in_turn = true;
+	for (size_t i = 1; i < n && in_turn; i++)
+		in_turn = heap[i - 1]->last_stamp < heap[i]->next_stamp;
+	if (in_turn) {
+		for (size_t i = 0; i < n; i++)
+			while (more(heap[i]))
+				step(heap[i]);
+		return;
+	}
 	for (size_t i = n / 2; i-- > 0;)
 		sift_down(heap, n, i);
 	while (n > 1) {
@@ -424,7 +440,8 @@ struct ap_buf *ap_chunk_round(struct ap_buf *list, uint64_t promise_, ap_chunk_s
 		for (struct ap_buf *b = list; b; b = b->next, k++) {
 			struct cursor *c = &cur[k];
 			*c = (struct cursor){.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
-			                     .first_ord = next_ord, .res = res, .tid = b->tid};
+			                     .last_stamp = b->last_stamp, .first_ord = next_ord, .res = res,
+			                     .tid = b->tid};
 			next_ord += ORD_SPAN;
 			res += b->len / 3 + 1;
 			peek(c);
