@@ -40,6 +40,7 @@ enum {
 	R_ORD = 0,   /* ALLOC: without address. FREE, UNFREE: names ordinal res >> 2 */
 	R_ADDR = 1,  /* with its address */
 	R_LOCAL = 2, /* ALLOC: freed in the same chunk (ALLOC_LOCAL). FREE: that free (FREE_BACK) */
+	R_HELD = 3,  /* ALLOC, for now: in the chunk's own table, live (see local) */
 };
 
 /* One decoded event: 32 bytes. LOST keeps its counts in size and addr. */
@@ -73,6 +74,27 @@ static struct refree {
 	uint32_t tid;
 } refree[REFREE_SLOTS];
 
+/* A buffer resolved alone (a round of one thread's buffers) keeps its allocations in a small table
+ * of its own first, which stays in cache and needs no deletion (generations): most blocks of a
+ * churn are freed in the chunk that allocated them, and never need to enter livemap. The
+ * survivors enter it at the end of the chunk. Probes are bounded: an allocation that finds no
+ * slot enters livemap at once. The table has precedence: its blocks are the latest. (Not for a
+ * merged round: 16 threads' allocations overflow such a table, and its probes cost more than
+ * livemap's; measured.) */
+#define LOCAL_BITS 13
+#define LOCAL_SIZE (1u << LOCAL_BITS)
+#define LOCAL_PROBES 16
+#define NO_ORD UINT64_MAX
+static struct lslot {
+	uintptr_t addr;
+	uint64_t ord; /* the live allocation's at addr, or NO_ORD */
+	uint32_t gen;
+} ltab[LOCAL_SIZE];
+static uint32_t lgen = 1;
+/* The cursor of the buffer being resolved, and its first ordinal. */
+static struct cursor *lcur;
+static uint64_t lbase;
+
 /* The buffers are ours (written by the shim), so they are well formed: no bounds checks. Most
  * fields are one byte. */
 static inline uint64_t get(const uint8_t **pp)
@@ -103,7 +125,6 @@ struct cursor {
 	const uint8_t *p, *end; /* the next event's tag; end of the rows */
 	uint64_t stamp;         /* the last event's; next_stamp: the next one's */
 	uint64_t next_stamp;
-	uint64_t last_stamp;    /* the buffer's last event's */
 	uintptr_t addr;
 	uint64_t first_ord;
 	uint64_t *res;
@@ -151,6 +172,72 @@ static uint64_t on_free(struct cursor *c, unsigned api)
 	return ord << 2 | R_ORD;
 }
 
+static inline struct lslot *local_slot(uintptr_t addr)
+{
+	uint32_t h = (uint32_t)((addr >> 4) ^ (addr >> 12) ^ (addr >> 22)) & (LOCAL_SIZE - 1);
+	for (int probes = 0; probes < LOCAL_PROBES; probes++) {
+		struct lslot *s = &ltab[h];
+		if (s->gen != lgen || s->addr == addr)
+			return s;
+		h = (h + 1) & (LOCAL_SIZE - 1);
+	}
+	return NULL;
+}
+
+static inline uint64_t on_alloc_local(struct cursor *c)
+{
+	struct lslot *s = local_slot(c->addr);
+	if (!s)
+		return on_alloc(c);
+	/* A block still held at this address (its free unseen) is replaced, as in livemap. */
+	s->addr = c->addr;
+	s->gen = lgen;
+	s->ord = c->first_ord + c->i;
+	return R_HELD;
+}
+
+static inline uint64_t on_free_local(struct cursor *c, unsigned api)
+{
+	struct lslot *s = local_slot(c->addr);
+	if (!s || s->gen != lgen || s->ord == NO_ORD)
+		return on_free(c, api);
+	uint64_t ord = s->ord;
+	s->ord = NO_ORD;
+	if (is_realloc(api))
+		refree[c->tid % REFREE_SLOTS] = (struct refree){.addr = c->addr, .val = ord, .tid = c->tid};
+	struct cursor *a = &lcur[(ord - lbase) / ORD_SPAN];
+	uint64_t i = ord - a->first_ord;
+	if (a == c) {
+		c->res[i] = R_LOCAL;
+		return i << 2 | R_LOCAL;
+	}
+	a->res[i] = R_ORD; /* allocated in another chunk of the round */
+	return ord << 2 | R_ORD;
+}
+
+/* The end of the table's generation: its blocks still held enter livemap. */
+static void local_end(void)
+{
+	for (size_t h = 0; h < LOCAL_SIZE; h++) {
+		struct lslot *s = &ltab[h];
+		if (s->gen != lgen || s->ord == NO_ORD)
+			continue;
+		struct cursor *a = &lcur[(s->ord - lbase) / ORD_SPAN];
+		uint64_t i = s->ord - a->first_ord;
+		if (ap_livemap_put(s->addr, s->ord, false)) {
+			a->res[i] = R_ORD;
+		} else {
+			uint64_t stale;
+			ap_livemap_take(s->addr, &stale);
+			a->res[i] = R_ADDR;
+		}
+	}
+	if (++lgen == 0) { /* wrapped: stale slots could look current */
+		memset(ltab, 0, sizeof(ltab));
+		lgen = 1;
+	}
+}
+
 static uint64_t on_unfree(struct cursor *c)
 {
 	struct refree *f = &refree[c->tid % REFREE_SLOTS];
@@ -164,27 +251,41 @@ static uint64_t on_unfree(struct cursor *c)
 	return ord << 2 | R_ORD;
 }
 
-/* Resolves the event at c and moves past it. */
-static inline __attribute__((always_inline)) void step(struct cursor *c)
+/* Resolves the event at c and moves past it; with e, also keeps its fields there (so that encode
+ * need not decode the rows again). */
+static inline __attribute__((always_inline)) void step(struct cursor *c, struct ev *e, bool local)
 {
 	uint8_t tag = *c->p++;
 	unsigned kind = tag & 15;
-	c->stamp += get(&c->p);
+	uint64_t d = get(&c->p);
+	c->stamp += d;
 	uint64_t r = R_ADDR;
+	if (e) {
+		e->tag = tag;
+		e->dstamp = d;
+	}
 	if (AP_LIKELY(kind != AP_EV_LOST)) {
 		c->addr += (uintptr_t)ap_unzigzag(get(&c->p));
+		if (e)
+			e->addr = c->addr;
 		if (kind == AP_EV_ALLOC) {
-			get(&c->p);
-			get(&c->p);
-			r = on_alloc(c);
+			uint64_t size = get(&c->p), stack = get(&c->p);
+			if (e) {
+				e->size = size;
+				e->stack = (uint32_t)stack;
+			}
+			r = local ? on_alloc_local(c) : on_alloc(c);
 		} else if (kind == AP_EV_FREE) {
-			r = on_free(c, tag >> 4);
+			r = local ? on_free_local(c, tag >> 4) : on_free(c, tag >> 4);
 		} else {
 			r = on_unfree(c);
 		}
 	} else {
-		get(&c->p);
-		get(&c->p);
+		uint64_t a = get(&c->p), f = get(&c->p);
+		if (e) {
+			e->size = a;
+			e->addr = f;
+		}
 	}
 	c->res[c->i++] = r;
 	peek(c);
@@ -216,28 +317,18 @@ static void sift_down(struct cursor **heap, size_t n, size_t i)
 
 static void resolve(struct cursor **heap, size_t n)
 {
-	/* Buffers that follow one another in time (one thread's, mostly) need no merging. */
-	bool in_turn = true;
-	for (size_t i = 1; i < n && in_turn; i++)
-		in_turn = heap[i - 1]->last_stamp < heap[i]->next_stamp;
-	if (in_turn) {
-		for (size_t i = 0; i < n; i++)
-			while (more(heap[i]))
-				step(heap[i]);
-		return;
-	}
 	for (size_t i = n / 2; i-- > 0;)
 		sift_down(heap, n, i);
 	while (n > 1) {
 		struct cursor *c = heap[0];
-		step(c);
+		step(c, NULL, false);
 		if (!more(c))
 			heap[0] = heap[--n];
 		sift_down(heap, n, 0);
 	}
 	if (n == 1)
 		while (more(heap[0]))
-			step(heap[0]);
+			step(heap[0], NULL, false);
 }
 
 /* ---- encode: one buffer, its events' fates decided ---------------------------------------------- */
@@ -268,11 +359,10 @@ static size_t decode(const struct ap_buf *b, size_t len)
 	return n;
 }
 
-/* Encodes the first len bytes of b's rows. */
-static void encode(const struct ap_buf *b, size_t len, uint64_t first_ord, const uint64_t *res,
-                   struct ap_chunk_out *out)
+/* Encodes b's first n events, decoded in evs. */
+static void emit(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res,
+                 struct ap_chunk_out *out)
 {
-	size_t n = decode(b, len);
 	out->allocs = out->frees = 0;
 	uint8_t *ds = col_ds, *ad = col_addr, *bk = col_back, *in = col_info, *ot = col_other;
 	uintptr_t last_addr = 0;
@@ -359,6 +449,13 @@ static void encode(const struct ap_buf *b, size_t len, uint64_t first_ord, const
 		out->total += out->len[i];
 }
 
+/* Encodes the first len bytes of b's rows. */
+static void encode(const struct ap_buf *b, size_t len, uint64_t first_ord, const uint64_t *res,
+                   struct ap_chunk_out *out)
+{
+	emit(b, decode(b, len), first_ord, res, out);
+}
+
 /* ---- the round ----------------------------------------------------------------------------------- */
 
 /* Workspace for a round: cursors, the heap, and a result per event. Grown, never shrunk (it is
@@ -410,74 +507,101 @@ static void keep_rest(struct ap_buf *b, const struct cursor *c)
 	b->base_stamp = c->stamp;
 }
 
+/* The round's buffers follow one another in time (one thread's, mostly): each can be resolved
+ * and encoded alone, in list order, decoded once. */
+static bool in_turn(const struct ap_buf *list)
+{
+	for (const struct ap_buf *b = list; b && b->next; b = b->next) {
+		/* The next buffer's first stamp, from its first row (tag, then dstamp). */
+		const struct ap_buf *n = b->next;
+		const uint8_t *q = n->data + 1;
+		if (n->len && b->len && b->last_stamp >= n->base_stamp + get(&q))
+			return false;
+	}
+	return true;
+}
+
+/* Encodes what c resolved of b, then keeps b's rest (carry) or gives b up (done). */
+static void finish(struct ap_buf *b, const struct cursor *c, size_t n, bool decoded, ap_chunk_sink *sink,
+                   void *ctx, struct ap_buf ***keep_tail, struct ap_buf ***done_tail)
+{
+	size_t len = (size_t)(c->p - b->data);
+	if (len) {
+		struct ap_chunk_out out;
+		if (decoded)
+			emit(b, n, c->first_ord, c->res, &out);
+		else
+			encode(b, len, c->first_ord, c->res, &out);
+		sink(ctx, b, &out);
+	}
+	b->next = NULL;
+	if (c->p < c->end) {
+		keep_rest(b, c);
+		**keep_tail = b;
+		*keep_tail = &b->next;
+	} else {
+		**done_tail = b;
+		*done_tail = &b->next;
+	}
+}
+
 struct ap_buf *ap_chunk_round(struct ap_buf *list, uint64_t promise_, ap_chunk_sink *sink, void *ctx,
                               struct ap_buf **done)
 {
+	static uint64_t res1[MAX_EVENTS];
+	struct ap_buf *keep = NULL, **keep_tail = &keep, **done_tail = done;
+	*done = NULL;
+	promise = promise_;
 	size_t nb = 0, nev = 0;
 	for (const struct ap_buf *b = list; b; b = b->next) {
 		nb++;
 		nev += b->len / 3 + 1;
 	}
-	*done = NULL;
-	if (!nb)
-		return NULL;
-	promise = promise_;
 	size_t need = nb * (sizeof(struct cursor) + sizeof(struct cursor *)) + nev * sizeof(uint64_t);
-	bool alone = !reserve(need);
-	if (alone)
+	bool sequential = in_turn(list);
+	if (!sequential && !reserve(need)) {
 		/* No memory for the round's workspace: each buffer is resolved alone. Exact while
 		 * one thread records; with more, a free may be taken for that of a block another
 		 * thread allocated at the same address later in the round. */
 		AP_WARN_ONCE("out of memory in the writer; with several threads, frees may be "
 		             "matched to the wrong block from now on");
-	static struct cursor one;
-	static uint64_t res1[MAX_EVENTS];
-	struct cursor *cur = alone ? NULL : work;
-	struct cursor **heap = alone ? NULL : (struct cursor **)(cur + nb);
-	uint64_t *res = alone ? NULL : (uint64_t *)(heap + nb);
-	size_t k = 0, nh = 0;
-	if (!alone) {
-		for (struct ap_buf *b = list; b; b = b->next, k++) {
-			struct cursor *c = &cur[k];
-			*c = (struct cursor){.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
-			                     .last_stamp = b->last_stamp, .first_ord = next_ord, .res = res,
-			                     .tid = b->tid};
-			next_ord += ORD_SPAN;
-			res += b->len / 3 + 1;
-			peek(c);
-			if (more(c))
-				heap[nh++] = c;
-		}
-		resolve(heap, nh);
+		sequential = true;
 	}
-	struct ap_buf *keep = NULL, **keep_tail = &keep, **done_tail = done;
+	if (sequential) {
+		for (struct ap_buf *b = list, *next; b; b = next) {
+			next = b->next;
+			struct cursor c = {.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
+			                   .first_ord = next_ord, .res = res1, .tid = b->tid};
+			next_ord += ORD_SPAN;
+			peek(&c);
+			lcur = &c;
+			lbase = c.first_ord;
+			while (more(&c))
+				step(&c, &evs[c.i], true);
+			local_end();
+			finish(b, &c, c.i, true, sink, ctx, &keep_tail, &done_tail);
+		}
+		return keep;
+	}
+	struct cursor *cur = work;
+	struct cursor **heap = (struct cursor **)(cur + nb);
+	uint64_t *res = (uint64_t *)(heap + nb);
+	size_t k = 0, nh = 0;
+	for (struct ap_buf *b = list; b; b = b->next, k++) {
+		struct cursor *c = &cur[k];
+		*c = (struct cursor){.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
+		                     .first_ord = next_ord, .res = res, .tid = b->tid};
+		next_ord += ORD_SPAN;
+		res += b->len / 3 + 1;
+		peek(c);
+		if (more(c))
+			heap[nh++] = c;
+	}
+	resolve(heap, nh);
 	k = 0;
 	for (struct ap_buf *b = list, *next; b; b = next, k++) {
 		next = b->next;
-		struct cursor *c = alone ? &one : &cur[k];
-		if (alone) {
-			*c = (struct cursor){.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
-			                     .first_ord = next_ord, .res = res1, .tid = b->tid};
-			next_ord += ORD_SPAN;
-			peek(c);
-			while (more(c))
-				step(c);
-		}
-		size_t len = (size_t)(c->p - b->data);
-		if (len) {
-			struct ap_chunk_out out;
-			encode(b, len, c->first_ord, c->res, &out);
-			sink(ctx, b, &out);
-		}
-		b->next = NULL;
-		if (c->p < c->end) {
-			keep_rest(b, c);
-			*keep_tail = b;
-			keep_tail = &b->next;
-		} else {
-			*done_tail = b;
-			done_tail = &b->next;
-		}
+		finish(b, &cur[k], 0, false, sink, ctx, &keep_tail, &done_tail);
 	}
 	return keep;
 }
@@ -487,4 +611,6 @@ void ap_chunk_reset(void)
 	ap_livemap_reset();
 	next_ord = 0;
 	memset(refree, 0, sizeof(refree));
+	memset(ltab, 0, sizeof(ltab));
+	lgen = 1;
 }
