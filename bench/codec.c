@@ -1,11 +1,11 @@
 /*
- * codec: per-event costs of the trace codec (format 2), each side alone, so that a regression
+ * codec: per-event costs of the trace codec (format 3), each side alone, so that a regression
  * shows on the side where it happens (bench/micro.py runs it; bench/README.md shows its output).
  *
- *   encode  the shim's chunk encoder (preload/chunkenc.c, ap_chunk_encode): one thread's buffer
- *           of rows, as the hot path appends them, into a CHUNK payload of columns; called with
- *           the pair_before the writer would pass (UINT64_MAX while the process has one thread,
- *           else the stamp at which the second thread appeared). Timed over all the buffers.
+ *   encode  the shim's chunk encoder (preload/chunkenc.c, ap_chunk_round): a round's buffers of
+ *           rows, as the hot path appends them, into CHUNK payloads of columns, the frees
+ *           resolved to ordinals in stamp order across the threads' buffers, as the writer does
+ *           (from an empty livemap, as a trace starts). Timed over all the rounds.
  *   decode  the analyzer's reader (analyzer/decode.c, ap_read_trace_mem) on the decompressed
  *           stream, from memory: records parsed, chunks turned back into events, held until a
  *           SYNC and delivered in stamp order to an `events` callback that only counts them
@@ -17,9 +17,9 @@
  * Event mixes, synthetic and deterministic (fixed seeds), shaped like the bench workloads:
  *
  *   churn    churn.c: one thread, malloc/free of small varied sizes with a FIFO window of 64
- *            live blocks, few stacks (4): most pairs are in one chunk, so the encoder pairs them
+ *            live blocks, few stacks (4): most pairs are in one chunk (ALLOC_LOCAL, FREE_BACK)
  *   xthread  churn_mt.c: two threads in a ring, each allocating batches of 8 blocks that the
- *            other frees (every free is a cross-thread free, so nothing is paired)
+ *            other frees (every free is a cross-thread free, by ordinal: FREE_ORD)
  *   realloc  realloc_grow.c: 8 buffers at a time grown by 8-71 bytes with realloc (1 in 4 doubles
  *            its capacity), 20-99 steps each, then freed; a realloc is a FREE and an ALLOC (api
  *            REALLOC), and 1 in 4096 fails (FREE then UNFREE)
@@ -34,8 +34,10 @@
  *
  * Every run first checks that the reader returns exactly the events that were encoded: count,
  * order, thread, kind, api, stamp, size, stack id and address -- except for the blocks whose
- * address the format omits (ALLOC_LOCAL/FREE_BACK), whose allocation and free must then carry the
- * same key, never used before, for the same original address. Any difference exits 1.
+ * address the format omits, whose allocation, free and any UNFREE must then carry the same key,
+ * never used before, for the same original address. With --check, each round's promise is set
+ * below its last stamps, so that rounds leave events to the next one as the writer's do. Any
+ * difference exits 1.
  *
  * Usage: codec [--check] [--events N] [--runs N] [--min-time S] [--mix NAME] [--dump DIR]
  *   --check     correctness only (small mixes, nothing timed): what `meson test` runs
@@ -865,7 +867,7 @@ int main(int argc, char **argv)
 	size_t round = events / 4 < (1u << 17) ? events / 4 + 1 : (1u << 17);
 
 	if (!check_only)
-		printf("trace codec (format 2), per event; median of %d runs of >= %.2f s (min-max)\n"
+		printf("trace codec (format 3), per event; median of %d runs of >= %.2f s (min-max)\n"
 		       "  %-8s %9s %12s %20s %20s\n", runs, min_time, "mix", "events", "bytes/event",
 		       "encode ns/event", "decode ns/event");
 	int found = 0;
