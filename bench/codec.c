@@ -459,10 +459,8 @@ static void record_rows(const struct mix *m, size_t round, struct recording *rec
 		if (e->kind == AP_EV_ALLOC) {
 			q = ap_put_varint(q, e->size);
 			q = ap_put_varint(q, e->stack);
-			b->n_allocs++;
-		} else {
-			b->n_frees += e->kind == AP_EV_FREE ? 1 : -1;
 		}
+		b->n_events++;
 		b->len = (size_t)(q - b->data);
 		if ((i + 1) % round == 0 || i + 1 == m->ev.n) {
 			/* The end of a writer round: every partly filled buffer is taken, then the

@@ -128,7 +128,7 @@ struct cursor {
 	uintptr_t addr;
 	uint64_t first_ord;
 	uint64_t *res;
-	uint32_t i, tid;
+	uint32_t i, nres, tid;
 };
 
 static inline void peek(struct cursor *c)
@@ -139,10 +139,11 @@ static inline void peek(struct cursor *c)
 	}
 }
 
-/* The cursor has an event for this round. */
+/* The cursor has an event for this round (and room for its result: a buffer that held more
+ * events than it counted would leave the rest to the next round, which counts them again). */
 static inline bool more(const struct cursor *c)
 {
-	return c->p < c->end && c->next_stamp < promise;
+	return c->p < c->end && c->next_stamp < promise && c->i < c->nres;
 }
 
 static inline uint64_t on_alloc(struct cursor *c)
@@ -458,8 +459,8 @@ static void encode(const struct ap_buf *b, size_t len, uint64_t first_ord, const
 
 /* ---- the round ----------------------------------------------------------------------------------- */
 
-/* Workspace for a round: cursors, the heap, and a result per event. Grown, never shrunk (it is
- * as big as the largest round, a few MiB at most: 48 full buffers and the threads' current ones). */
+/* Workspace for a round: cursors, the heap, and a result per event. Grown, never shrunk: as big as
+ * the largest merged round, about 3 MiB at most (48 full buffers and the threads' current ones). */
 static void *work;
 static size_t work_size;
 
@@ -467,9 +468,7 @@ static bool reserve(size_t size)
 {
 	if (size <= work_size)
 		return true;
-	size_t n = work_size ? work_size : 64 * 1024;
-	while (n < size)
-		n *= 2;
+	size_t n = (size + (256 << 10) - 1) & ~(size_t)((256 << 10) - 1); /* little more than asked */
 	void *w = ap_sys_map(n);
 	if (!w)
 		return false;
@@ -488,8 +487,10 @@ static void keep_rest(struct ap_buf *b, const struct cursor *c)
 	const uint8_t *p = c->p;
 	uint8_t *q = tmp;
 	uintptr_t addr = c->addr, last = 0;
+	uint32_t n = 0;
 	while (p < c->end) {
 		uint8_t tag = *p++;
+		n++;
 		*q++ = tag;
 		q = ap_put_varint(q, get(&p));
 		if ((tag & 15) != AP_EV_LOST) {
@@ -505,6 +506,7 @@ static void keep_rest(struct ap_buf *b, const struct cursor *c)
 	b->len = (size_t)(q - tmp);
 	memcpy(b->data, tmp, b->len);
 	b->base_stamp = c->stamp;
+	b->n_events = n;
 }
 
 /* The round's buffers follow one another in time (one thread's, mostly): each can be resolved
@@ -555,7 +557,7 @@ struct ap_buf *ap_chunk_round(struct ap_buf *list, uint64_t promise_, ap_chunk_s
 	size_t nb = 0, nev = 0;
 	for (const struct ap_buf *b = list; b; b = b->next) {
 		nb++;
-		nev += b->len / 3 + 1;
+		nev += b->n_events;
 	}
 	size_t need = nb * (sizeof(struct cursor) + sizeof(struct cursor *)) + nev * sizeof(uint64_t);
 	bool sequential = in_turn(list);
@@ -571,7 +573,7 @@ struct ap_buf *ap_chunk_round(struct ap_buf *list, uint64_t promise_, ap_chunk_s
 		for (struct ap_buf *b = list, *next; b; b = next) {
 			next = b->next;
 			struct cursor c = {.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
-			                   .first_ord = next_ord, .res = res1, .tid = b->tid};
+			                   .first_ord = next_ord, .res = res1, .nres = MAX_EVENTS, .tid = b->tid};
 			next_ord += ORD_SPAN;
 			peek(&c);
 			lcur = &c;
@@ -590,9 +592,9 @@ struct ap_buf *ap_chunk_round(struct ap_buf *list, uint64_t promise_, ap_chunk_s
 	for (struct ap_buf *b = list; b; b = b->next, k++) {
 		struct cursor *c = &cur[k];
 		*c = (struct cursor){.p = b->data, .end = b->data + b->len, .stamp = b->base_stamp,
-		                     .first_ord = next_ord, .res = res, .tid = b->tid};
+		                     .first_ord = next_ord, .res = res, .nres = b->n_events, .tid = b->tid};
 		next_ord += ORD_SPAN;
-		res += b->len / 3 + 1;
+		res += b->n_events;
 		peek(c);
 		if (more(c))
 			heap[nh++] = c;

@@ -243,8 +243,7 @@ static inline struct ap_buf *acquire(struct ap_thread *t)
 		nb->seq = t->seq++;
 		nb->len = 0;
 		nb->last_addr = 0;
-		nb->n_allocs = 0;
-		nb->n_frees = 0;
+		nb->n_events = 0;
 		struct ap_buf *expect = AP_NOBUF;
 		while (!atomic_compare_exchange_weak(&t->cur, &expect, nb)) {
 			expect = AP_NOBUF;
@@ -329,7 +328,9 @@ static inline uint8_t *begin_event(struct ap_thread *t, struct ap_buf *b, int ta
 		q = ap_put_varint(q, atomic_exchange(&t->lost_allocs, 0));
 		q = ap_put_varint(q, atomic_exchange(&t->lost_frees, 0));
 		b->last_stamp = s;
+		b->n_events++;
 	}
+	b->n_events++;
 	*q++ = (uint8_t)tag;
 	q = ap_put_varint(q, s - b->last_stamp);
 	b->last_stamp = s;
@@ -356,12 +357,11 @@ void ap_event_alloc(int api, const void *p, size_t size, uint32_t stack)
 	q = ap_put_varint(q, size);
 	q = ap_put_varint(q, stack);
 	b->len = (size_t)(q - b->data);
-	b->n_allocs++;
 	release(t, b);
 }
 
-/* A FREE (counts +1) or an UNFREE (-1, the free it takes back). */
-static void event_addr(int tag, int frees, const void *p)
+/* A FREE or an UNFREE. */
+static void event_addr(int tag, const void *p)
 {
 	struct ap_thread *t = thread_self();
 	if (!t)
@@ -371,18 +371,17 @@ static void event_addr(int tag, int frees, const void *p)
 	uint8_t *q = begin_event(t, b, tag, &now);
 	q = put_addr(b, q, p);
 	b->len = (size_t)(q - b->data);
-	b->n_frees += frees;
 	release(t, b);
 }
 
 void ap_event_free(int api, const void *p)
 {
-	event_addr(AP_EV_FREE | api << 4, 1, p);
+	event_addr(AP_EV_FREE | api << 4, p);
 }
 
 void ap_event_unfree(const void *p)
 {
-	event_addr(AP_EV_UNFREE | AP_API_REALLOC << 4, -1, p);
+	event_addr(AP_EV_UNFREE | AP_API_REALLOC << 4, p);
 }
 
 void ap_event_lost(bool is_free)

@@ -20,10 +20,8 @@ struct ap_buf {
 	uint64_t seq, base_stamp, last_stamp;
 	uintptr_t last_addr;
 	size_t len;
-	/* Allocations and frees encoded, for the END record's counters (an UNFREE takes one back),
-	 * so that the writer need not decode the events again to count them. */
-	uint32_t n_allocs;
-	int32_t n_frees;
+	/* Events in data: the writer sizes its workspace for a round by them. */
+	uint32_t n_events;
 	uint8_t data[AP_BUF_DATA];
 };
 
