@@ -123,6 +123,7 @@ static bool is_realloc(unsigned api)
 
 struct cursor {
 	const uint8_t *p, *end; /* the next event's tag; end of the rows */
+	const uint8_t *after;   /* past the next event's stamp delta (peek) */
 	uint64_t stamp;         /* the last event's; next_stamp: the next one's */
 	uint64_t next_stamp;
 	uintptr_t addr;
@@ -136,6 +137,7 @@ static inline void peek(struct cursor *c)
 	if (c->p < c->end) {
 		const uint8_t *q = c->p + 1;
 		c->next_stamp = c->stamp + get(&q);
+		c->after = q;
 	}
 }
 
@@ -158,7 +160,7 @@ static inline uint64_t on_alloc(struct cursor *c)
 	return R_ADDR;
 }
 
-static uint64_t on_free(struct cursor *c, unsigned api)
+static inline __attribute__((always_inline)) uint64_t on_free(struct cursor *c, unsigned api)
 {
 	uint64_t v;
 	if (!ap_livemap_take(c->addr, &v))
@@ -256,10 +258,11 @@ static uint64_t on_unfree(struct cursor *c)
  * need not decode the rows again). */
 static inline __attribute__((always_inline)) void step(struct cursor *c, struct ev *e, bool local)
 {
-	uint8_t tag = *c->p++;
+	uint8_t tag = *c->p;
 	unsigned kind = tag & 15;
-	uint64_t d = get(&c->p);
-	c->stamp += d;
+	uint64_t d = c->next_stamp - c->stamp; /* peek read it */
+	c->p = c->after;
+	c->stamp = c->next_stamp;
 	uint64_t r = R_ADDR;
 	if (e) {
 		e->tag = tag;
@@ -321,8 +324,15 @@ static void resolve(struct cursor **heap, size_t n)
 	for (size_t i = n / 2; i-- > 0;)
 		sift_down(heap, n, i);
 	while (n > 1) {
+		/* The first buffer's events up to the next buffer's first (the root's children
+		 * hold the runner-up) go without touching the heap: a thread's run of events. */
 		struct cursor *c = heap[0];
-		step(c, NULL, false);
+		uint64_t lim = heap[1]->next_stamp;
+		if (n > 2 && heap[2]->next_stamp < lim)
+			lim = heap[2]->next_stamp;
+		do
+			step(c, NULL, false);
+		while (more(c) && c->next_stamp < lim);
 		if (!more(c))
 			heap[0] = heap[--n];
 		sift_down(heap, n, 0);
@@ -334,43 +344,37 @@ static void resolve(struct cursor **heap, size_t n)
 
 /* ---- encode: one buffer, its events' fates decided ---------------------------------------------- */
 
-/* Decodes the buffer's rows into evs. Returns the number of events. */
-static size_t decode(const struct ap_buf *b, size_t len)
-{
-	const uint8_t *p = b->data, *end = b->data + len;
-	uintptr_t addr = 0;
-	size_t n = 0;
-	while (p < end && n < MAX_EVENTS) {
-		struct ev *e = &evs[n];
-		e->tag = *p++;
-		e->dstamp = get(&p);
-		if (AP_LIKELY((e->tag & 15) != AP_EV_LOST)) {
-			addr += (uintptr_t)ap_unzigzag(get(&p));
-			e->addr = addr;
-			if ((e->tag & 15) == AP_EV_ALLOC) {
-				e->size = get(&p);
-				e->stack = (uint32_t)get(&p);
-			}
-		} else {
-			e->size = get(&p);
-			e->addr = get(&p);
-		}
-		n++;
-	}
-	return n;
-}
-
-/* Encodes b's first n events, decoded in evs. */
-static void emit(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res,
-                 struct ap_chunk_out *out)
+/* Encodes b's events: its first len bytes of rows when len, else its first n events, decoded in
+ * evs. */
+static inline __attribute__((always_inline)) void
+emit_(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res, struct ap_chunk_out *out,
+      size_t len)
 {
 	out->allocs = out->frees = 0;
 	uint8_t *ds = col_ds, *ad = col_addr, *bk = col_back, *in = col_info, *ot = col_other;
-	uintptr_t last_addr = 0;
+	uintptr_t last_addr = 0, row_addr = 0;
 	uint64_t last_ord = first_ord;
 	uint32_t nlocal = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct ev *e = &evs[i];
+	const uint8_t *p = b->data, *end = b->data + len;
+	size_t i;
+	for (i = 0; len ? p < end : i < n; i++) {
+		struct ev row = {0}, *e = &evs[i];
+		if (len) { /* straight from the rows (decode, without storing them) */
+			e = &row;
+			row.tag = *p++;
+			row.dstamp = get(&p);
+			if (AP_LIKELY((row.tag & 15) != AP_EV_LOST)) {
+				row_addr += (uintptr_t)ap_unzigzag(get(&p));
+				row.addr = row_addr;
+				if ((row.tag & 15) == AP_EV_ALLOC) {
+					row.size = get(&p);
+					row.stack = (uint32_t)get(&p);
+				}
+			} else {
+				row.size = get(&p);
+				row.addr = get(&p);
+			}
+		}
 		unsigned kind = e->tag & 15, api = e->tag >> 4;
 		uint64_t r = res[i];
 		unsigned tag = api << 4;
@@ -384,7 +388,7 @@ static void emit(const struct ap_buf *b, size_t n, uint64_t first_ord, const uin
 		case AP_EV_ALLOC:
 			if (r == R_LOCAL) {
 				kind = AP_EV_ALLOC_LOCAL;
-				e->local = (uint16_t)++nlocal;
+				evs[i].local = (uint16_t)++nlocal;
 			} else if (r == R_ORD) {
 				kind = AP_EV_ALLOC_ORD;
 			} else {
@@ -425,6 +429,7 @@ static void emit(const struct ap_buf *b, size_t n, uint64_t first_ord, const uin
 		}
 		col_tags[i] = (uint8_t)(tag | kind);
 	}
+	n = i;
 
 	uint8_t *h = col_head;
 	h = ap_put_varint(h, b->tid);
@@ -446,15 +451,22 @@ static void emit(const struct ap_buf *b, size_t n, uint64_t first_ord, const uin
 		out->piece[out->npieces] = starts[c];
 		out->len[out->npieces++] = (size_t)(ends[c] - starts[c]);
 	}
-	for (size_t i = 0; i < out->npieces; i++)
-		out->total += out->len[i];
+	for (size_t k = 0; k < out->npieces; k++)
+		out->total += out->len[k];
 }
 
 /* Encodes the first len bytes of b's rows. */
 static void encode(const struct ap_buf *b, size_t len, uint64_t first_ord, const uint64_t *res,
                    struct ap_chunk_out *out)
 {
-	emit(b, decode(b, len), first_ord, res, out);
+	emit_(b, 0, first_ord, res, out, len);
+}
+
+/* Encodes b's first n events, decoded in evs. */
+static void emit(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res,
+                 struct ap_chunk_out *out)
+{
+	emit_(b, n, first_ord, res, out, 0);
 }
 
 /* ---- the round ----------------------------------------------------------------------------------- */
