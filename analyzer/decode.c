@@ -479,15 +479,8 @@ static void deliver_n(struct reader *r, size_t n)
 {
 	if (r->pending.n > r->res->max_pending)
 		r->res->max_pending = r->pending.n;
-	if (r->ops->events) {
-		if (n)
-			r->ops->events(r->ops->ctx, r->pending.v, n);
-	} else if (r->ops->event) {
-		for (size_t i = 0; i < n; i++) {
-			ap_event ev = ap_event_from_rec(&r->pending.v[i]);
-			r->ops->event(r->ops->ctx, &ev);
-		}
-	}
+	if (r->ops->events && n)
+		r->ops->events(r->ops->ctx, r->pending.v, n);
 	size_t rest = r->pending.n - n;
 	memmove(r->pending.v, r->pending.v + n, rest * sizeof(*r->pending.v));
 	r->pending.n = rest;
@@ -607,10 +600,9 @@ enum { MARK_OPEN = 0, MARK_FOLD = 1, MARK_KEEP = 2 };
 static bool fold_scan(struct reader *r, const uint8_t *tags, uint64_t n, uint64_t stamp,
                       struct cur st, struct cur bk)
 {
-	/* Room for a mark per event, and in locals for the main pass, up front: this loop and the
-	 * main pass's folding then push without checks. n is bounded by the record's length. */
-	if (!ap_grow(&r->marks.v, &r->marks.cap, n, 1) ||
-	    !ap_grow(&r->locals.v, &r->locals.cap, n, sizeof(*r->locals.v)))
+	/* Room for a mark per event up front: this loop then pushes without checks. n is bounded by
+	 * the record's length. */
+	if (!ap_grow(&r->marks.v, &r->marks.cap, n, 1))
 		return false;
 	uint8_t *marks = r->marks.v;
 	size_t nm = 0;
@@ -700,42 +692,34 @@ static int rec_chunk_v2(struct reader *r, struct cur *c)
 		ev.stamp = stamp;
 		ev.size = 0;
 		ev.stack = 0;
+		bool folded = false; /* an ALLOC_LOCAL summed into its stack's pairs, not delivered */
 		switch (ev.kind) {
 		case AP_EV_ALLOC_ORD:
 			if (r->version < 3)
 				goto unknown;
-			ev.addr = AP_LOCAL_KEY_BASE + first_ord + i;
-			ev.kind = AP_EV_ALLOC;
-			ev.size = cu(in);
-			ev.stack = cu32(in);
-			if (!in->bad && ev.stack > r->max_stack)
-				return check_stack(r, &ev);
-			break;
+			/* fall through */
 		case AP_EV_ALLOC:
 		case AP_EV_ALLOC_LOCAL:
 			if (ev.kind == AP_EV_ALLOC) {
 				addr += (uint64_t)ap_unzigzag(cu(ad));
 				ev.addr = addr;
+			} else if (ev.kind == AP_EV_ALLOC_ORD) {
+				ev.addr = AP_LOCAL_KEY_BASE + first_ord + i;
+				ev.kind = AP_EV_ALLOC;
 			} else {
 				ev.addr = r->version >= 3 ? AP_LOCAL_KEY_BASE + first_ord + i : r->next_local++;
 				ev.kind = AP_EV_ALLOC;
-				if (fold && r->marks.v[r->locals.n] == MARK_FOLD) {
-					ev.size = cu(in);
-					ev.stack = cu32(in);
-					if (in->bad)
-						break;
-					if (ev.stack > r->max_stack)
-						return check_stack(r, &ev);
-					r->locals.v[r->locals.n++] = AP_LOCAL_FOLDED; /* room: fold_scan */
-					pairs_add(r, ev.stack, ev.size);
-					continue;
-				}
-				AP_VEC_PUSH(r->locals, ev.addr);
+				folded = fold && r->marks.v[r->locals.n] == MARK_FOLD;
+				AP_VEC_PUSH(r->locals, folded ? AP_LOCAL_FOLDED : ev.addr);
 			}
 			ev.size = cu(in);
 			ev.stack = cu32(in);
 			if (!in->bad && ev.stack > r->max_stack)
 				return check_stack(r, &ev);
+			if (folded && !in->bad) {
+				pairs_add(r, ev.stack, ev.size);
+				continue;
+			}
 			break;
 		case AP_EV_FREE:
 			addr += (uint64_t)ap_unzigzag(cu(ad));

@@ -80,8 +80,7 @@ typedef struct ap_reader_ops {
 	void (*module)(void *ctx, const ap_module_desc *m);
 	void (*unload)(void *ctx, uint32_t module_id, uint32_t new_generation);
 	void (*stack)(void *ctx, const ap_stack_rec *s);
-	void (*event)(void *ctx, const ap_event *e);
-	/* Optional, in place of event: the same events, in the same order, n at a time. */
+	/* The events in stamp order, n at a time. */
 	void (*events)(void *ctx, const ap_event_rec *v, size_t n);
 	void (*clock)(void *ctx, uint64_t stamp, uint64_t monotonic_ns);
 	/* Optional, together: blocks allocated and freed within one chunk as per-stack totals

@@ -103,7 +103,7 @@ static inline void block_release(ap_profile *p, uint32_t i)
 
 static inline __attribute__((always_inline)) uint64_t live_new(ap_profile *p, uint64_t size, uint32_t site_id)
 {
-	if (p->pack && size <= UINT32_MAX && site_id < (1u << 31))
+	if (!p->opts.observe && size <= UINT32_MAX && site_id < (1u << 31))
 		return LIVE_PACKED | (uint64_t)site_id << 32 | size;
 	return block_new(p, size, site_id);
 }
@@ -216,8 +216,7 @@ static void at_snapshot(ap_profile *p, uint64_t last_index, uint64_t stamp)
 	}
 }
 
-/* Applies one event. Inline in both of its callers: the decoder's callback (on_event) and the
- * replay thread's loop (pipe_replay). */
+/* Applies one event. Inline in its one caller, replay_loop, compiled twice (replay_batch). */
 static inline __attribute__((always_inline)) void replay(ap_profile *p, const ap_event *e, bool plain)
 {
 	if (!plain && p->opts.at == AP_AT_STAMP && !p->at_taken && e->stamp > p->opts.at_stamp)
@@ -446,8 +445,9 @@ static void on_clock(void *ctx, uint64_t stamp, uint64_t ns)
 /* ---- the replay thread ------------------------------------------------------------------------- */
 
 /* Reading a file, the decoder (this thread) and the replay (a thread of its own) run side by
- * side, and the decoder's zstd in a third (decompress_ahead): the decoder's callbacks append what they are given to batches, which the replay thread
- * applies in the same order as the single-threaded load would, so every figure is the same.
+ * side, and the decoder's zstd in a third (decompress_ahead): the decoder's callbacks append what
+ * they are given to batches, which the replay thread applies in the same order as the
+ * single-threaded load would, so every figure is the same.
  * The replay thread alone touches what the replay builds (sites, blocks, the live set, clock
  * points, the observer's state) while the pipe runs; the decoder's thread keeps the symbols
  * (module and unload records), and the header, which the replay reads, is applied only when the
@@ -712,7 +712,6 @@ static int load(ap_profile *p, const char *path, const void *data, size_t len, b
 {
 	memset(p, 0, sizeof(*p));
 	p->opts = o ? *o : default_opts; /* ap_profile_load_ex: --at, observers */
-	p->pack = !p->opts.observe;
 	p->at_event_index = UINT64_MAX;
 	p->path = path;
 	p->syms = ap_symbols_new(sym_warn, p);

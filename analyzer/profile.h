@@ -74,7 +74,6 @@ typedef struct ap_profile {
 	ap_map live;           /* address -> the block (an index in blocks, or packed: profile.c) */
 	AP_VEC(struct ap_live) blocks;
 	uint32_t free_block;   /* head of the free list in blocks, 0 = none (index 0 unused) */
-	bool pack;             /* blocks packed in the live map's values (no observer) */
 	ap_map last_free;      /* tid -> block held back for a possible UNFREE (as in live) */
 	uint64_t unknown_frees, realloc_of_unknown, double_allocs, lost_allocs, lost_frees;
 	uint64_t events, first_stamp, last_stamp;

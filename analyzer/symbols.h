@@ -63,8 +63,8 @@ int ap_symbols_set_debuginfo_path(ap_symbols *s, const char *path);
 /* Starts opening, in a thread of its own, the files that the stacks given to
  * ap_symbols_note_stack point into, so that resolving them later finds them ready. For a caller
  * that reads a trace in one thread and resolves in it afterwards: between this call and the
- * first ap_symbols_resolve (which ends the thread), only ap_symbols_add_module, _unload and
- * _note_stack may be called, from one thread. Does nothing after ap_symbols_no_files. Resolving
+ * first ap_symbols_resolve, only ap_symbols_add_module, _unload and _note_stack may be called,
+ * from one thread (the first resolve that needs a module's file ends the thread). Does nothing after ap_symbols_no_files. Resolving
  * gives the same results, and the same warnings at the same points, as without it. */
 void ap_symbols_prewarm_begin(ap_symbols *s);
 /* A stack's return addresses as ap_symbols_resolve would get them: queues the files they fall

@@ -604,9 +604,8 @@ struct stream_ctx {
 	uint64_t chunk_bytes;
 };
 
-static void stream_chunk(void *ctx, const struct ap_buf *b, const struct ap_chunk_out *out)
+static void stream_chunk(void *ctx, const struct ap_chunk_out *out)
 {
-	(void)b;
 	struct stream_ctx *c = ctx;
 	c->p.n = 0;
 	for (size_t k = 0; k < out->npieces; k++)
@@ -650,6 +649,18 @@ struct check {
 
 #define LOCAL_KEY_BASE (1ull << 63) /* the reader's keys for blocks whose address is omitted */
 
+/* Moves key from one map to the other if it is there for addr; false if not. */
+static bool move_key(ap_map *from, ap_map *to, uint64_t key, uint64_t addr)
+{
+	uint64_t *val = ap_map_get(from, key);
+	if (!val || *val != addr)
+		return false;
+	ap_map_del(from, key, NULL);
+	bool added;
+	*ap_map_put(to, key, &added) = addr;
+	return true;
+}
+
 static void check_events(void *ctx, const ap_event_rec *v, size_t n)
 {
 	struct check *c = ctx;
@@ -685,24 +696,12 @@ static void check_events(void *ctx, const ap_event_rec *v, size_t n)
 		} else if (d->addr >= LOCAL_KEY_BASE && e->kind == AP_EV_FREE) {
 			/* FREE_ORD, FREE_BACK: the key of a live block of the same address, allocated by
 			 * any thread */
-			uint64_t *val = ap_map_get(&c->live, d->addr);
-			if (!val || *val != e->addr) {
+			if (!move_key(&c->live, &c->dead, d->addr, e->addr))
 				what = "address (the free of an omitted one)";
-			} else {
-				ap_map_del(&c->live, d->addr, NULL);
-				bool added;
-				*ap_map_put(&c->dead, d->addr, &added) = e->addr;
-			}
 		} else if (d->addr >= LOCAL_KEY_BASE && e->kind == AP_EV_UNFREE) {
 			/* By ordinal: a block this trace freed, of the same address */
-			uint64_t *val = ap_map_get(&c->dead, d->addr);
-			if (!val || *val != e->addr) {
+			if (!move_key(&c->dead, &c->live, d->addr, e->addr))
 				what = "address (the UNFREE of an omitted one)";
-			} else {
-				ap_map_del(&c->dead, d->addr, NULL);
-				bool added;
-				*ap_map_put(&c->live, d->addr, &added) = e->addr;
-			}
 		} else if (d->addr != e->addr) {
 			what = "address";
 		}
@@ -771,9 +770,8 @@ struct bench {
 	uint64_t sink;
 };
 
-static void sum_chunk(void *ctx, const struct ap_buf *b, const struct ap_chunk_out *out)
+static void sum_chunk(void *ctx, const struct ap_chunk_out *out)
 {
-	(void)b;
 	*(uint64_t *)ctx += out->total;
 }
 

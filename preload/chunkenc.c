@@ -91,9 +91,6 @@ static struct lslot {
 	uint32_t gen;
 } ltab[LOCAL_SIZE];
 static uint32_t lgen = 1;
-/* The cursor of the buffer being resolved, and its first ordinal. */
-static struct cursor *lcur;
-static uint64_t lbase;
 
 /* The buffers are ours (written by the shim), so they are well formed: no bounds checks. Most
  * fields are one byte. */
@@ -148,16 +145,22 @@ static inline bool more(const struct cursor *c)
 	return c->p < c->end && c->next_stamp < promise && c->i < c->nres;
 }
 
+/* A block allocated at addr enters livemap: R_ORD, or R_ADDR when the map is full. A live entry
+ * for the address is replaced: that block's free was not recorded (a free the shim could not
+ * see), and it stays live for the reader. */
+static inline uint64_t livemap_enter(uintptr_t addr, uint64_t ord)
+{
+	if (AP_LIKELY(ap_livemap_put(addr, ord, false)))
+		return R_ORD;
+	/* Written with its address, so its free must not find an older block's entry. */
+	uint64_t stale;
+	ap_livemap_take(addr, &stale);
+	return R_ADDR;
+}
+
 static inline uint64_t on_alloc(struct cursor *c)
 {
-	/* A live entry for the address is replaced: that block's free was not recorded (a free
-	 * the shim could not see), and it stays live for the reader. */
-	if (AP_LIKELY(ap_livemap_put(c->addr, c->first_ord + c->i, false)))
-		return R_ORD;
-	/* Full: written with its address, so its free must not find an older block's entry. */
-	uint64_t stale;
-	ap_livemap_take(c->addr, &stale);
-	return R_ADDR;
+	return livemap_enter(c->addr, c->first_ord + c->i);
 }
 
 static inline __attribute__((always_inline)) uint64_t on_free(struct cursor *c, unsigned api)
@@ -204,36 +207,21 @@ static inline uint64_t on_free_local(struct cursor *c, unsigned api)
 	struct lslot *s = local_slot(c->addr);
 	if (!s || s->gen != lgen || s->ord == NO_ORD)
 		return on_free(c, api);
-	uint64_t ord = s->ord;
-	s->ord = NO_ORD;
+	uint64_t i = s->ord - c->first_ord; /* the table holds this chunk's allocations only */
 	if (is_realloc(api))
-		refree[c->tid % REFREE_SLOTS] = (struct refree){.addr = c->addr, .val = ord, .tid = c->tid};
-	struct cursor *a = &lcur[(ord - lbase) / ORD_SPAN];
-	uint64_t i = ord - a->first_ord;
-	if (a == c) {
-		c->res[i] = R_LOCAL;
-		return i << 2 | R_LOCAL;
-	}
-	a->res[i] = R_ORD; /* allocated in another chunk of the round */
-	return ord << 2 | R_ORD;
+		refree[c->tid % REFREE_SLOTS] = (struct refree){.addr = c->addr, .val = s->ord, .tid = c->tid};
+	s->ord = NO_ORD;
+	c->res[i] = R_LOCAL;
+	return i << 2 | R_LOCAL;
 }
 
-/* The end of the table's generation: its blocks still held enter livemap. */
-static void local_end(void)
+/* The end of c's chunk: its blocks the table still holds enter livemap. */
+static void local_end(struct cursor *c)
 {
 	for (size_t h = 0; h < LOCAL_SIZE; h++) {
 		struct lslot *s = &ltab[h];
-		if (s->gen != lgen || s->ord == NO_ORD)
-			continue;
-		struct cursor *a = &lcur[(s->ord - lbase) / ORD_SPAN];
-		uint64_t i = s->ord - a->first_ord;
-		if (ap_livemap_put(s->addr, s->ord, false)) {
-			a->res[i] = R_ORD;
-		} else {
-			uint64_t stale;
-			ap_livemap_take(s->addr, &stale);
-			a->res[i] = R_ADDR;
-		}
+		if (s->gen == lgen && s->ord != NO_ORD)
+			c->res[s->ord - c->first_ord] = livemap_enter(s->addr, s->ord);
 	}
 	if (++lgen == 0) { /* wrapped: stale slots could look current */
 		memset(ltab, 0, sizeof(ltab));
@@ -347,7 +335,7 @@ static void resolve(struct cursor **heap, size_t n)
 /* Encodes b's events: its first len bytes of rows when len, else its first n events, decoded in
  * evs. */
 static inline __attribute__((always_inline)) void
-emit_(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res, struct ap_chunk_out *out,
+encode(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res, struct ap_chunk_out *out,
       size_t len)
 {
 	out->allocs = out->frees = 0;
@@ -455,20 +443,6 @@ emit_(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res,
 		out->total += out->len[k];
 }
 
-/* Encodes the first len bytes of b's rows. */
-static void encode(const struct ap_buf *b, size_t len, uint64_t first_ord, const uint64_t *res,
-                   struct ap_chunk_out *out)
-{
-	emit_(b, 0, first_ord, res, out, len);
-}
-
-/* Encodes b's first n events, decoded in evs. */
-static void emit(const struct ap_buf *b, size_t n, uint64_t first_ord, const uint64_t *res,
-                 struct ap_chunk_out *out)
-{
-	emit_(b, n, first_ord, res, out, 0);
-}
-
 /* ---- the round ----------------------------------------------------------------------------------- */
 
 /* Workspace for a round: cursors, the heap, and a result per event. Grown, never shrunk: as big as
@@ -543,10 +517,10 @@ static void finish(struct ap_buf *b, const struct cursor *c, size_t n, bool deco
 	if (len) {
 		struct ap_chunk_out out;
 		if (decoded)
-			emit(b, n, c->first_ord, c->res, &out);
+			encode(b, n, c->first_ord, c->res, &out, 0);
 		else
-			encode(b, len, c->first_ord, c->res, &out);
-		sink(ctx, b, &out);
+			encode(b, 0, c->first_ord, c->res, &out, len);
+		sink(ctx, &out);
 	}
 	b->next = NULL;
 	if (c->p < c->end) {
@@ -588,11 +562,9 @@ struct ap_buf *ap_chunk_round(struct ap_buf *list, uint64_t promise_, ap_chunk_s
 			                   .first_ord = next_ord, .res = res1, .nres = MAX_EVENTS, .tid = b->tid};
 			next_ord += ORD_SPAN;
 			peek(&c);
-			lcur = &c;
-			lbase = c.first_ord;
 			while (more(&c))
 				step(&c, &evs[c.i], true);
-			local_end();
+			local_end(&c);
 			finish(b, &c, c.i, true, sink, ctx, &keep_tail, &done_tail);
 		}
 		return keep;

@@ -22,7 +22,7 @@ struct ap_chunk_out {
 	int64_t frees;    /* FREE events minus UNFREEs */
 };
 
-typedef void ap_chunk_sink(void *ctx, const struct ap_buf *b, const struct ap_chunk_out *out);
+typedef void ap_chunk_sink(void *ctx, const struct ap_chunk_out *out);
 
 /* Encodes the events stamped below promise of one round's buffers (the list through b->next, in
  * the order they are written), handing each chunk to sink. promise: the stamp of the SYNC the

@@ -15,7 +15,6 @@
  * The hot path is one uncontended exchange and one store on a line only this thread uses.
  */
 #include "events.h"
-#include "chunkenc.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -54,7 +53,8 @@ static unsigned queue_len; /* buffers in the queue */
 
 /* Full buffers queued before a thread wakes the writer early (else its 100 ms timer does): one
  * futex wake per 8 buffers rather than per buffer, which the program's threads pay (churn, full
- * mode: 6% less added CPU than waking at each; churn_mt the same within noise). The frame size does not depend on it (writer.c).
+ * mode: 6% less added CPU than waking at each; churn_mt the same within noise). The frame size
+ * does not depend on it (writer.c).
  * The pool (AP_MAX_BUFFERS) leaves room for the threads' current buffers and for the writer's
  * lag, and a thread that finds it empty wakes the writer anyway (pool_get). */
 #define AP_WAKE_QUEUED 8

@@ -218,9 +218,9 @@ static inline __attribute__((always_inline)) bool record_free(int api, void *p)
 /*
  * Sampled mode's fast paths (below): an allocation that is not sampled (its weight is below the
  * thread's countdown) and a free of a block that was not (its filter bucket is 0) are only
- * counted; everything else takes the general path, a tail call away. The countdown is armed
- * (ap_sample_armed) only in sampled mode, once this thread has a record (its counters are summed)
- * and the last general-path call found tracing on.
+ * counted; everything else takes the general path, a tail call away. The countdown
+ * (ap_hot.sample_left, positive when armed) is armed only in sampled mode, once this thread has a
+ * record (its counters are summed) and the last general-path call found tracing on.
  */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {

@@ -1,6 +1,7 @@
 /*
- * lifecycle.c: the process around the allocations: start (constructor), fork, exec, and every
- * way out (return from main, exit from any thread, _exit/_Exit, abort).
+ * lifecycle.c: the process around the allocations: start (constructor), fork, exec, the
+ * program's first thread (pthread_create, for sampled mode's writer), and every way out (return
+ * from main, exit from any thread, _exit/_Exit, abort).
  *
  * fork: the prepare handler takes every lock a round or an event needs, so that the child finds
  * them consistent; the child then forgets the parent's file, buffers, modules and stacks, and
@@ -117,6 +118,7 @@ static void drop_self_from_preload(void)
 
 /* ---- exit ----------------------------------------------------------------------------------------- */
 
+/* The functions this file interposes, the next definitions (the C library's). */
 static struct {
 	void (*exit_)(int) __attribute__((noreturn));
 	void (*Exit)(int) __attribute__((noreturn));
@@ -201,9 +203,9 @@ AP_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void
 	if (AP_UNLIKELY(atomic_load_explicit(&ap_writer_deferred, memory_order_relaxed)) &&
 	    !ap_hot.guard) {
 		int saved_errno = errno;
-		int was = ap_guard_enter(2);
+		ap_guard_enter(2);
 		ap_writer_thread_needed();
-		ap_guard_leave(was);
+		ap_guard_leave(0);
 		errno = saved_errno;
 	}
 	return real.pthread_create(thread, attr, fn, arg);

@@ -47,12 +47,7 @@ bool ap_livemap_put_slow(uintptr_t addr, uint64_t val, bool force)
 	 * such rare blocks), while one slot at least stays empty to end every probe. */
 	if (!force || !m->slots || m->count + 2 > nslots())
 		return false;
-	size_t h = ap_livemap_home(addr, m->mask);
-	while (m->slots[h].addr && m->slots[h].addr != addr)
-		h = (h + 1) & m->mask;
-	m->count += !m->slots[h].addr;
-	m->slots[h].addr = addr;
-	m->slots[h].val = val;
+	ap_livemap_set_(m, addr, val);
 	return true;
 }
 
@@ -62,14 +57,4 @@ void ap_livemap_reset(void)
 	if (m->slots)
 		ap_sys_unmap(m->slots, nslots() * sizeof(*m->slots));
 	*m = (struct ap_livemap){0};
-}
-
-size_t ap_livemap_count(void)
-{
-	return ap_livemap.count;
-}
-
-size_t ap_livemap_bytes(void)
-{
-	return nslots() * sizeof(struct ap_livemap_slot);
 }

@@ -39,6 +39,17 @@ static inline size_t ap_livemap_home(uintptr_t addr, size_t mask)
 /* The put that must grow the map first, or may find it full. */
 bool ap_livemap_put_slow(uintptr_t addr, uint64_t val, bool force) AP_HIDDEN;
 
+/* Sets addr's entry, there being room for one more. */
+static inline void ap_livemap_set_(struct ap_livemap *m, uintptr_t addr, uint64_t val)
+{
+	size_t h = ap_livemap_home(addr, m->mask);
+	while (m->slots[h].addr && m->slots[h].addr != addr)
+		h = (h + 1) & m->mask;
+	m->count += !m->slots[h].addr;
+	m->slots[h].addr = addr;
+	m->slots[h].val = val;
+}
+
 /* Maps addr (non-zero) to val. Returns false, leaving the map as it was, when it is full; force
  * uses the room kept for blocks brought back by an UNFREE, whose allocation was written without
  * an address and so must stay in the map. A live entry for addr is replaced. */
@@ -47,12 +58,7 @@ static inline bool ap_livemap_put(uintptr_t addr, uint64_t val, bool force)
 	struct ap_livemap *m = &ap_livemap;
 	if (AP_UNLIKELY(m->count >= m->limit))
 		return ap_livemap_put_slow(addr, val, force);
-	size_t h = ap_livemap_home(addr, m->mask);
-	while (m->slots[h].addr && m->slots[h].addr != addr)
-		h = (h + 1) & m->mask;
-	m->count += !m->slots[h].addr;
-	m->slots[h].addr = addr;
-	m->slots[h].val = val;
+	ap_livemap_set_(m, addr, val);
 	return true;
 }
 
@@ -89,8 +95,5 @@ static inline bool ap_livemap_take(uintptr_t addr, uint64_t *val)
 
 /* Empties the map and gives back its memory (a fork child's new trace starts from nothing). */
 void ap_livemap_reset(void) AP_HIDDEN;
-/* Entries, and bytes mapped for them. */
-size_t ap_livemap_count(void) AP_HIDDEN;
-size_t ap_livemap_bytes(void) AP_HIDDEN;
 
 #endif

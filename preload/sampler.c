@@ -16,7 +16,7 @@
  * The set: open addressing with backward-shift deletion. Writers (a sampled allocation or free,
  * rare by construction) take a spinlock; readers take no lock: they read a sequence counter
  * before and after probing and retry if a writer ran meanwhile. In front of it, a counting filter
- * (sampler.h) keyed by a hash of the address: an unsampled free is one byte load, and the table
+ * (sampler.h) keyed by address bits 4-19: an unsampled free is one byte load, and the table
  * is probed only when the byte is non-zero (a live sampled block in the same bucket).
  */
 #include "events.h"

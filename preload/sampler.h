@@ -9,7 +9,7 @@
  *    (below) only counts. Under the guard the countdown is ap_hot.parked (ap_guard_enter): the
  *    slow path's decisions (sampler.c) read and write that copy.
  *  - ap_sampled_filter, a counting filter over the addresses of the live sampled blocks: one
- *    byte per hash bucket, the number of live sampled blocks (and bootstrap-pool blocks, see
+ *    byte per bucket (ap_filter_slot), the number of live sampled blocks (and bootstrap-pool blocks, see
  *    hooks.c) in it, saturating (255 stays). A free whose bucket is 0 was not sampled: that is
  *    one load; only the rest probe the table (sampler.c) under its sequence counter.
  * The filter is changed only under the set's lock, together with the table, and before the
@@ -58,8 +58,8 @@ static inline bool ap_sample_armed(void)
 	return (int64_t)ap_hot.parked > 0;
 }
 
-/* Arms this thread's countdown if sampled mode is on and the thread has a record (the fast
- * paths count into it); else leaves it 0. */
+/* Arms this thread's countdown (ap_hot.parked: the caller holds the guard) if sampled mode is on
+ * and the thread has a record (the fast paths count into it); else leaves it as it is. */
 void ap_sample_arm(void) AP_HIDDEN;
 
 /* Marks p's bucket for good (a bootstrap-pool block: its free must take the slow path). */

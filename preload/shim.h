@@ -256,8 +256,9 @@ static inline void ap_guard_leave(int was)
 	ap_hot.guard = was;
 }
 
-/* A plain load and store, not a locked add: only the owner writes, and the guard keeps its own
- * signal handlers off; relaxed so that the writer's concurrent read is not a data race. */
+/* A plain load and store, not a locked add: only the owner writes, and its own signal handlers
+ * stay off these counters while the guard is set (the countdown is parked, so the fast paths
+ * take the slow one); relaxed so that the writer's concurrent read is not a data race. */
 static inline void ap_hot_add(uint64_t *c, uint64_t by)
 {
 	__atomic_store_n(c, *c + by, __ATOMIC_RELAXED);

@@ -271,7 +271,7 @@ static void write_header(void)
 	put_record(AP_REC_HEADER, buf, (size_t)(p - buf));
 }
 
-static void write_chunk(void *ctx, const struct ap_buf *b, const struct ap_chunk_out *out)
+static void write_chunk(void *ctx, const struct ap_chunk_out *out)
 {
 	(void)ctx;
 	uint8_t head[1 + AP_VARINT_MAX], *p = head;
@@ -281,7 +281,6 @@ static void write_chunk(void *ctx, const struct ap_buf *b, const struct ap_chunk
 	for (size_t i = 0; i < out->npieces; i++)
 		if (out->len[i])
 			compress(out->piece[i], out->len[i], ZSTD_e_continue);
-	(void)b;
 	n_allocs += out->allocs;
 	n_frees += (uint64_t)out->frees;
 }
@@ -404,8 +403,8 @@ static bool round_locked(bool force_frame)
 	for (struct ap_buf *b = meta; b; b = b->next)
 		compress(b->data, b->len, ZSTD_e_continue);
 	put_list(meta);
-	/* The promise this round's SYNC will make (or, without one, the last made), which the
-	 * encoder needs before it writes the round (chunkenc.c: frees it must remember). */
+	/* The promise this round's SYNC will make (or, without one, the last made): the encoder
+	 * takes only the events stamped below it (chunkenc.h). */
 	uint64_t sync = left_min < w ? left_min : w;
 	if (complete)
 		last_promise = sync;

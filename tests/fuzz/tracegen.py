@@ -85,53 +85,30 @@ def chunk2(tid, events, base_stamp=0, seq=0, lens=None, tail=b''):
     (addr), LOST (nallocs, nfrees), ALLOC_LOCAL (size, stack), FREE_BACK (k); optional last
     element api. A stamp one above the previous one is written as the STEP1 flag. lens replaces
     the section lengths written (to corrupt them); tail is appended to the payload."""
-    tags = bytearray()
-    sec = [bytearray() for _ in range(5)]  # stamps, addrs, backs, infos, others
-    stamp, addr = base_stamp, 0
-    for e in events:
-        kind, st = e[0], e[1]
-        nargs = {EV_ALLOC: 3, EV_FREE: 1, EV_UNFREE: 1, EV_LOST: 2, EV_ALLOC_LOCAL: 2, EV_FREE_BACK: 1}.get(kind, 0)
-        args = e[2:2 + nargs]
-        api = e[2 + nargs] if len(e) > 2 + nargs else (API_FREE if kind in (EV_FREE, EV_FREE_BACK) else API_MALLOC)
-        tag = kind | api << 4
-        if st - stamp == 1:
-            tag |= TAG_STEP1
-        else:
-            sec[0] += varint(st - stamp)
-        stamp = st
-        tags.append(tag)
-        if kind in (EV_ALLOC, EV_FREE, EV_UNFREE):
-            sec[1] += sdelta(args[0], addr)
-            addr = args[0]
-        if kind == EV_ALLOC:
-            sec[3] += varint(args[1]) + varint(args[2])
-        elif kind == EV_ALLOC_LOCAL:
-            sec[3] += varint(args[0]) + varint(args[1])
-        elif kind == EV_FREE_BACK:
-            sec[2] += varint(args[0])
-        elif kind == EV_LOST:
-            sec[4] += varint(args[0]) + varint(args[1])
-    p = varint(tid) + varint(seq) + varint(base_stamp) + varint(len(events))
-    p += b''.join(varint(n) for n in (lens or [len(x) for x in sec]))
-    p += bytes(tags) + b''.join(bytes(x) for x in sec) + tail
-    return record(REC_CHUNK, p)
+    return _columns(2, tid, events, base_stamp, seq, 0, lens, tail)
 
 
 def chunk3(tid, events, base_stamp=0, seq=0, first_ord=0, lens=None, tail=b''):
     """A format-3 CHUNK: as chunk2, plus ALLOC_ORD (size, stack), FREE_ORD (ordinal) and
     EV_UNFREE_ORD (ordinal); an UNFREE (addr) gets its form 0 in backs. Ordinals are given
     absolute and written as differences, as the writer does."""
+    return _columns(3, tid, events, base_stamp, seq, first_ord, lens, tail)
+
+
+def _columns(version, tid, events, base_stamp, seq, first_ord, lens, tail):
     tags = bytearray()
     sec = [bytearray() for _ in range(5)]  # stamps, addrs, backs, infos, others
     stamp, addr, last_ord = base_stamp, 0, first_ord
+    fields = {EV_ALLOC: 3, EV_FREE: 1, EV_UNFREE: 1, EV_LOST: 2, EV_ALLOC_LOCAL: 2, EV_FREE_BACK: 1}
+    if version >= 3:
+        fields.update({EV_ALLOC_ORD: 2, EV_FREE_ORD: 1, EV_UNFREE_ORD: 1})
     for e in events:
         kind, st = e[0], e[1]
-        nargs = {EV_ALLOC: 3, EV_FREE: 1, EV_UNFREE: 1, EV_LOST: 2, EV_ALLOC_LOCAL: 2, EV_FREE_BACK: 1,
-                 EV_ALLOC_ORD: 2, EV_FREE_ORD: 1, EV_UNFREE_ORD: 1}.get(kind, 0)
+        nargs = fields.get(kind, 0)
         args = e[2:2 + nargs]
         api = e[2 + nargs] if len(e) > 2 + nargs else (
-            API_FREE if kind in (EV_FREE, EV_FREE_BACK, EV_FREE_ORD) else
-            API_REALLOC if kind in (EV_UNFREE, EV_UNFREE_ORD) else API_MALLOC)
+            API_FREE if kind in (EV_FREE, EV_FREE_BACK) or (kind == EV_FREE_ORD and version >= 3) else
+            API_REALLOC if version >= 3 and kind in (EV_UNFREE, EV_UNFREE_ORD) else API_MALLOC)
         tag = (EV_UNFREE if kind == EV_UNFREE_ORD else kind) | api << 4
         if st - stamp == 1:
             tag |= TAG_STEP1
@@ -139,27 +116,29 @@ def chunk3(tid, events, base_stamp=0, seq=0, first_ord=0, lens=None, tail=b''):
             sec[0] += varint(st - stamp)
         stamp = st
         tags.append(tag)
-        if kind == EV_UNFREE:
-            sec[2] += varint(0)
+        if kind == EV_UNFREE and version >= 3:
+            sec[2] += varint(0)  # its form: by address
         if kind in (EV_ALLOC, EV_FREE, EV_UNFREE):
             sec[1] += sdelta(args[0], addr)
             addr = args[0]
         if kind == EV_ALLOC:
             sec[3] += varint(args[1]) + varint(args[2])
-        elif kind in (EV_ALLOC_LOCAL, EV_ALLOC_ORD):
+        elif kind == EV_ALLOC_LOCAL or (kind == EV_ALLOC_ORD and version >= 3):
             sec[3] += varint(args[0]) + varint(args[1])
         elif kind == EV_FREE_BACK:
             sec[2] += varint(args[0])
-        elif kind == EV_FREE_ORD:
+        elif kind == EV_FREE_ORD and version >= 3:
             sec[2] += sdelta(args[0], last_ord)
             last_ord = args[0]
         elif kind == EV_UNFREE_ORD:
-            d = args[0] - last_ord
-            sec[2] += varint(((d << 1) ^ (d >> 63)) % (1 << 64) + 1)
+            sec[2] += varint(get_varint(sdelta(args[0], last_ord), 0)[0] + 1)  # zigzag + 1
             last_ord = args[0]
         elif kind == EV_LOST:
             sec[4] += varint(args[0]) + varint(args[1])
-    p = varint(tid) + varint(seq) + varint(base_stamp) + varint(first_ord) + varint(len(events))
+    p = varint(tid) + varint(seq) + varint(base_stamp)
+    if version >= 3:
+        p += varint(first_ord)
+    p += varint(len(events))
     p += b''.join(varint(n) for n in (lens or [len(x) for x in sec]))
     p += bytes(tags) + b''.join(bytes(x) for x in sec) + tail
     return record(REC_CHUNK, p)
